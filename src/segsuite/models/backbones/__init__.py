@@ -1,0 +1,1 @@
+"""Backbones with torchvision-compatible parameter names."""
