@@ -1,0 +1,196 @@
+"""VGG16 / VGG16-BN (Simonyan & Zisserman 2015) with torchvision's parameter names.
+
+`features.N.*` follow torchvision's layer numbering exactly, so torchvision's ImageNet checkpoints
+load with strict key matching:
+
+- VGG16:    https://download.pytorch.org/models/vgg16-397923af.pth
+- VGG16-BN: https://download.pytorch.org/models/vgg16_bn-6c64b313.pth
+
+With `fully_conv=True` the backbone also holds fc6/fc7 as convolutions (FCN, Long et al. 2015):
+`classifier.0` is a 7x7 conv 512->4096 and `classifier.3` a 1x1 conv 4096->4096, the same indices
+as torchvision's `classifier` Sequential (Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear).
+A torchvision checkpoint's Linear weights `[4096, 25088]` / `[4096, 4096]` are reshaped into those
+convolutions on load (25088 = 512*7*7 in the (C, kH, kW) order of torchvision's flatten); the
+1000-way `classifier.6` is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+from torch import nn
+
+from segsuite.models.backbones.pretrained import load_pretrained, resolve_checkpoint
+
+log = logging.getLogger(__name__)
+
+# Output widths of the 13 convolutions, grouped into the five stages that each end in a 2x2 pool.
+VGG16_STAGES: tuple[tuple[int, ...], ...] = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+FC_CHANNELS = 4096
+
+
+class VGG(nn.Module):
+    """VGG16 feature extractor returning the five pooled stage outputs (strides 2, 4, 8, 16, 32).
+
+    Args:
+        batch_norm: VGG16-BN (BatchNorm after every convolution) instead of VGG16.
+        in_channels: input channels; a pretrained first conv needs 3.
+        fully_conv: also build fc6/fc7 as 7x7 / 1x1 convolutions (`classifier.0` / `classifier.3`).
+        fc_dropout: dropout after fc6 and fc7 (VGG and FCN: 0.5); only with `fully_conv`.
+        pretrained: null, or a local path / URL of a torchvision-format checkpoint.
+        frozen_stages: number of leading stages (0-5) whose parameters are frozen; frozen
+            BatchNorm layers also stay in eval mode.
+    """
+
+    def __init__(
+        self,
+        batch_norm: bool = False,
+        in_channels: int = 3,
+        fully_conv: bool = False,
+        fc_dropout: float = 0.5,
+        pretrained: str | os.PathLike | None = None,
+        frozen_stages: int = 0,
+    ) -> None:
+        super().__init__()
+        if not 0 <= frozen_stages <= len(VGG16_STAGES):
+            raise ValueError(f"VGG frozen_stages must be in 0..5, got {frozen_stages}")
+        self.batch_norm = batch_norm
+        self.fully_conv = fully_conv
+        self.frozen_stages = frozen_stages
+        self.stage_channels = tuple(stage[-1] for stage in VGG16_STAGES)
+        layers: list[nn.Module] = []
+        self.stage_bounds: list[tuple[int, int]] = []  # [start, end) of each stage's convs in `features`
+        channels = in_channels
+        for widths in VGG16_STAGES:
+            start = len(layers)
+            for width in widths:
+                layers.append(nn.Conv2d(channels, width, 3, padding=1))
+                if batch_norm:
+                    layers.append(nn.BatchNorm2d(width))
+                layers.append(nn.ReLU(inplace=True))
+                channels = width
+            self.stage_bounds.append((start, len(layers)))
+            layers.append(nn.MaxPool2d(2, 2))
+        self.features = nn.Sequential(*layers)
+        if fully_conv:
+            # padding=3 keeps fc6's output at the pool5 size, so no 100-pixel input padding is needed.
+            self.classifier = nn.Sequential(
+                nn.Conv2d(channels, FC_CHANNELS, 7, padding=3),
+                nn.ReLU(inplace=True),
+                nn.Dropout(fc_dropout),
+                nn.Conv2d(FC_CHANNELS, FC_CHANNELS, 1),
+                nn.ReLU(inplace=True),
+                nn.Dropout(fc_dropout),
+            )
+        self._init_weights()
+        if pretrained:
+            load_vgg_pretrained(self, pretrained)
+        self._freeze()
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the last output (fc7 with `fully_conv`, else pool5)."""
+        return FC_CHANNELS if self.fully_conv else self.stage_channels[-1]
+
+    def stage(self, index: int) -> nn.Sequential:
+        """The convolutions (+BN, ReLU) of stage `index` (0-4), without its closing max-pool."""
+        start, end = self.stage_bounds[index]
+        return self.features[start:end]
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        if self.frozen_stages == 0:
+            return []
+        end = self.stage_bounds[self.frozen_stages - 1][1]
+        return list(self.features[:end])
+
+    def _freeze(self) -> None:
+        for module in self._frozen_modules():
+            for p in module.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> VGG:
+        super().train(mode)
+        for module in self._frozen_modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Return [pool1, ..., pool5] (strides 2..32), followed by fc7 when `fully_conv`."""
+        outputs = []
+        for start, end in self.stage_bounds:
+            x = self.features[end](self.features[start:end](x))
+            outputs.append(x)
+        if self.fully_conv:
+            outputs.append(self.classifier(x))
+        return outputs
+
+
+def vgg16(**kwargs) -> VGG:
+    """VGG16 (14,714,688 parameters in `features`)."""
+    return VGG(batch_norm=False, **kwargs)
+
+
+def vgg16_bn(**kwargs) -> VGG:
+    """VGG16-BN (14,723,136 parameters in `features`)."""
+    return VGG(batch_norm=True, **kwargs)
+
+
+def _fc_to_conv(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], path) -> dict[str, torch.Tensor]:
+    """Reshape torchvision's Linear fc6/fc7 weights into the convolution shapes of `own`."""
+    state = dict(state)
+    for key in ("classifier.0.weight", "classifier.3.weight"):
+        if key not in state:
+            raise RuntimeError(
+                f"checkpoint {path} has no {key}: fully_conv VGG (FCN) needs torchvision's fc6/fc7 "
+                f"weights; use a full torchvision VGG16 checkpoint (vgg16-397923af.pth)."
+            )
+        if state[key].ndim == 2:
+            if state[key].numel() != own[key].numel():
+                raise RuntimeError(
+                    f"checkpoint {path}: {key} has shape {tuple(state[key].shape)}, which cannot be "
+                    f"reshaped to the convolution {tuple(own[key].shape)}"
+                )
+            state[key] = state[key].reshape(own[key].shape)
+    return state
+
+
+def load_vgg_pretrained(model: VGG, path_or_url: str | os.PathLike) -> None:
+    """Load a torchvision VGG checkpoint strictly (the 1000-way `classifier.6` excluded).
+
+    Without `fully_conv` all of `classifier.` is excluded; with it, fc6/fc7 are converted to
+    convolutions and must be present.
+    """
+    if not model.fully_conv:
+        load_pretrained(model, path_or_url, exclude_prefixes=("classifier.",))
+        return
+    path = resolve_checkpoint(path_or_url)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    state = {k: v for k, v in state.items() if not k.startswith("classifier.6.")}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise RuntimeError(
+            f"checkpoint {path} does not match VGG(fully_conv=True): missing keys {missing[:20]} "
+            f"({len(missing)}), unexpected keys {unexpected[:20]} ({len(unexpected)})"
+        )
+    state = _fc_to_conv(state, own, path)
+    wrong = [f"{k}: model {tuple(own[k].shape)} vs file {tuple(state[k].shape)}" for k in own if own[k].shape != state[k].shape]
+    if wrong:
+        raise RuntimeError(f"checkpoint {path} has tensors of the wrong shape for VGG: {', '.join(wrong[:10])}")
+    model.load_state_dict(state, strict=True)
+    log.info("loaded pretrained VGG weights (fc6/fc7 as convolutions) from %s", path)

@@ -1,0 +1,170 @@
+"""SegmentationModule: the LightningModule that trains, validates and tests any model + loss."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics import MaxMetric
+
+from segsuite.metrics import SegmentationMetrics
+from segsuite.optim import build_optimizer
+
+log = logging.getLogger(__name__)
+
+EXTRA_BATCH_KEYS_EXCLUDED = ("image", "mask", "name")
+
+
+class SegmentationModule(pl.LightningModule):
+    """Model + loss + metrics, optimizers with parameter groups, per-iteration schedulers.
+
+    Args:
+        net: the segmentation model (`net(x) -> logits` or `(logits, [aux, ...])` in training).
+        criterion: the loss, `criterion(logits, target, **extras) -> scalar`.
+        optimizer: partial optimizer factory (e.g. `torch.optim.SGD` with momentum bound).
+        scheduler: partial schedule factory taking `(optimizer, total_steps)`, or None.
+        num_classes: number of classes.
+        class_names: names used in per-class metric keys (`val/IoU/<name>`).
+        lr: base learning rate (head); backbone gets `lr * backbone_lr_mult`.
+        weight_decay: weight decay (never applied to norms and biases).
+        backbone_lr_mult: learning-rate multiplier for `net.backbone`.
+        aux_weights: loss weight per auxiliary output (missing entries default to the last one).
+        ignore_index: label that counts nowhere.
+        channels_last: keep the model and inputs in channels_last memory format.
+        compile: wrap the model with `torch.compile`.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        criterion: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None,
+        num_classes: int,
+        class_names: Sequence[str] | None = None,
+        lr: float = 0.01,
+        weight_decay: float = 1e-4,
+        backbone_lr_mult: float = 1.0,
+        aux_weights: Sequence[float] = (0.4,),
+        ignore_index: int = 255,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.criterion = criterion
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        if len(self.class_names) != num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for num_classes={num_classes}")
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.backbone_lr_mult = backbone_lr_mult
+        self.aux_weights = list(aux_weights)
+        self.ignore_index = ignore_index
+        self.channels_last = channels_last
+        self.compile = compile
+        self.val_metrics = SegmentationMetrics(num_classes, ignore_index)
+        self.test_metrics = SegmentationMetrics(num_classes, ignore_index)
+        self.val_miou_best = MaxMetric()
+        self.val_miou_best.persistent(True)  # restored on resume, so "best so far" survives
+        # Set by the entry point: the resolved run config, class names, palette and
+        # normalisation, stored in every checkpoint so evaluate/predict need nothing else.
+        self.run_info: dict[str, Any] | None = None
+        self._forward_net: nn.Module = net
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+
+    # -- setup ------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self.compile and stage == "fit" and self._forward_net is self.net:
+            self._forward_net = torch.compile(self.net)
+
+    def on_fit_start(self) -> None:
+        total = sum(p.numel() for p in self.net.parameters())
+        trainable = sum(p.numel() for p in self.net.parameters() if p.requires_grad)
+        for logger in self.loggers:
+            logger.log_hyperparams({"params/total": total, "params/trainable": trainable,
+                                    "params/non_trainable": total - trainable})
+        log.info("model parameters: %s total, %s trainable", f"{total:,}", f"{trainable:,}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self._forward_net(x)
+
+    # -- steps ------------------------------------------------------------------------------------
+    def _loss(self, out, target: torch.Tensor, extras: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, aux = (out if isinstance(out, (tuple, list)) else (out, []))
+        loss = self.criterion(logits, target, **extras)
+        for i, aux_logits in enumerate(aux):
+            weight = self.aux_weights[min(i, len(self.aux_weights) - 1)] if self.aux_weights else 0.0
+            loss = loss + weight * self.criterion(aux_logits, target, **extras)
+        return loss, logits
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if hasattr(self.criterion, "set_progress"):
+            self.criterion.set_progress(self.global_step, max(int(self.trainer.estimated_stepping_batches), 1))
+        extras = {k: v for k, v in batch.items() if k not in EXTRA_BATCH_KEYS_EXCLUDED}
+        loss, _ = self._loss(self(batch["image"]), batch["mask"], extras)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch["image"].shape[0])
+        return loss
+
+    def _eval_step(self, batch: dict[str, Any], metrics: SegmentationMetrics, stage: str) -> None:
+        logits = self(batch["image"])
+        if isinstance(logits, (tuple, list)):
+            logits = logits[0]
+        extras = {k: v for k, v in batch.items() if k not in EXTRA_BATCH_KEYS_EXCLUDED}
+        loss = self.criterion(logits, batch["mask"], **extras)
+        metrics.update(logits.detach(), batch["mask"])
+        self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=batch["image"].shape[0])
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics, "test")
+
+    def _log_metrics(self, metrics: SegmentationMetrics, stage: str) -> dict[str, Any]:
+        scores = metrics.compute()
+        metrics.reset()
+        values = {
+            f"{stage}/mIoU": scores["miou"], f"{stage}/mAcc": scores["mean_acc"],
+            f"{stage}/aAcc": scores["pixel_acc"], f"{stage}/fwIoU": scores["fwiou"],
+        }
+        for name, iou in zip(self.class_names, scores["iou_per_class"].tolist()):
+            values[f"{stage}/IoU/{name}"] = iou
+        self.log_dict(values, sync_dist=False)
+        return scores
+
+    def on_validation_epoch_end(self) -> None:
+        scores = self._log_metrics(self.val_metrics, "val")
+        self.last_val_scores = scores
+        if self.trainer.sanity_checking:
+            return
+        miou = torch.tensor(scores["miou"], device=self.device)
+        if not torch.isnan(miou):
+            self.val_miou_best.update(miou)
+        self.log("val/mIoU_best", self.val_miou_best.compute(), prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self.last_test_scores = self._log_metrics(self.test_metrics, "test")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.run_info is not None:
+            checkpoint["segsuite"] = self.run_info
+
+    # -- optimisation -----------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = build_optimizer(self.optimizer_factory, self.net, self.lr, self.weight_decay, self.backbone_lr_mult)
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        scheduler = self.scheduler_factory(optimizer, total_steps=total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
