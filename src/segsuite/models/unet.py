@@ -4,7 +4,9 @@ Paper topology: widths 64-128-256-512-1024, two 3x3 convolutions per level, 2x2 
 down, 2x2 transposed convolutions up, concatenation of the encoder feature at each level.
 Convolutions are padded so the output has the input's size (the paper's valid convolutions
 need a tiled crop; padding is what every practical implementation does). BatchNorm after each
-convolution is an option (on by default; the paper predates BatchNorm).
+convolution is an option (on by default; the paper predates BatchNorm). As in the paper,
+convolutions start from He-normal weights, and dropout at the end of the contracting path is an
+option (the paper uses it for implicit augmentation; the rate is not given, 0.5 is customary).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class UNet(SegmentationModel):
         depth: number of down-sampling steps (paper: 4, giving 64..1024).
         bilinear: bilinear up-sampling + 1x1 conv instead of transposed convolutions.
         batch_norm: BatchNorm after every 3x3 convolution.
+        dropout: dropout rate at the end of the contracting path (0 disables it).
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class UNet(SegmentationModel):
         depth: int = 4,
         bilinear: bool = False,
         batch_norm: bool = True,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__(num_classes)
         self.size_divisor = 2**depth
@@ -78,13 +82,19 @@ class UNet(SegmentationModel):
         self.ups = nn.ModuleList(
             Up(widths[i + 1], widths[i], bilinear, batch_norm) for i in reversed(range(depth))
         )
+        self.bottleneck_dropout = nn.Dropout(dropout)
         self.classifier = nn.Conv2d(widths[0], num_classes, 1)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         skips = [self.stem(x)]
         for down in self.downs:
             skips.append(down(skips[-1]))
-        x = skips.pop()
+        x = self.bottleneck_dropout(skips.pop())
         for up in self.ups:
             x = up(x, skips.pop())
         return self.classifier(x)

@@ -1,0 +1,118 @@
+"""Global Convolutional Network (Peng et al. 2017, "Large Kernel Matters").
+
+Each ResNet stage (strides 4, 8, 16, 32) feeds a Global Convolutional Network block, a k x k
+receptive field built from two separable paths, (k x 1 then 1 x k) + (1 x k then k x 1), with no
+normalisation or non-linearity (paper k = 15), mapping it to class scores; a Boundary Refinement
+block (residual x + conv3x3(relu(conv3x3(x)))) refines each score map. From the top, scores are
+upsampled 2x by transposed convolutions (initialised bilinear), summed with the next finer stage
+and refined again; two more deconv + BR steps bring stride 4 to full resolution.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from segsuite.models.backbones.resnet import resnet
+from segsuite.models.base import SegmentationModel
+from segsuite.models.fcn import bilinear_kernel
+
+
+class GlobalConvBlock(nn.Module):
+    """Large k x k kernel as the sum of (k x 1 -> 1 x k) and (1 x k -> k x 1) convolutions."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 15) -> None:
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(
+                f"GCN kernel_size must be a positive odd number (paper: 15), got {kernel_size}"
+            )
+        pad = kernel_size // 2
+        self.left = nn.Sequential(
+            nn.Conv2d(in_ch, out_ch, (kernel_size, 1), padding=(pad, 0)),
+            nn.Conv2d(out_ch, out_ch, (1, kernel_size), padding=(0, pad)),
+        )
+        self.right = nn.Sequential(
+            nn.Conv2d(in_ch, out_ch, (1, kernel_size), padding=(0, pad)),
+            nn.Conv2d(out_ch, out_ch, (kernel_size, 1), padding=(pad, 0)),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.left(x) + self.right(x)
+
+
+class BoundaryRefinement(nn.Module):
+    """Residual boundary refinement: x + conv3x3(relu(conv3x3(x)))."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.residual = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.residual(x)
+
+
+def deconv2x(channels: int) -> nn.ConvTranspose2d:
+    """Transposed conv (kernel 4, stride 2, padding 1): exactly doubles H and W; bilinear init."""
+    up = nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1, bias=False)
+    with torch.no_grad():
+        up.weight.copy_(bilinear_kernel(channels, 4))
+    return up
+
+
+class GCN(SegmentationModel):
+    """Global Convolutional Network on a ResNet (output stride 32).
+
+    Args:
+        num_classes: number of output classes.
+        backbone: "resnet18" ... "resnet152" (paper: resnet50 in ablations, resnet152 for
+            the benchmarks).
+        kernel_size: GCN kernel size k (paper: 15; odd).
+        channels: width of the score maps; null uses num_classes as the paper does (a final 1x1
+            classifier is added otherwise).
+        in_channels, pretrained, frozen_stages, norm_eval, frozen_bn: passed to the ResNet.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "resnet50",
+        kernel_size: int = 15,
+        channels: int | None = None,
+        in_channels: int = 3,
+        pretrained: str | os.PathLike | None = None,
+        frozen_stages: int = 0,
+        norm_eval: bool = False,
+        frozen_bn: bool = False,
+    ) -> None:
+        super().__init__(num_classes)
+        self.backbone = resnet(
+            backbone, in_channels=in_channels, output_stride=32, pretrained=pretrained,
+            frozen_stages=frozen_stages, norm_eval=norm_eval, frozen_bn=frozen_bn,
+        )
+        self.size_divisor = 32
+        width = channels or num_classes
+        stages = self.backbone.channels
+        self.gcn = nn.ModuleList(GlobalConvBlock(c, width, kernel_size) for c in stages)
+        self.stage_br = nn.ModuleList(BoundaryRefinement(width) for _ in stages)
+        self.fuse_br = nn.ModuleList(BoundaryRefinement(width) for _ in stages[:-1])
+        self.up = nn.ModuleList(deconv2x(width) for _ in stages[:-1])
+        self.final = nn.ModuleList(
+            nn.Sequential(deconv2x(width), BoundaryRefinement(width)) for _ in range(2)
+        )
+        self.classifier = nn.Conv2d(width, num_classes, 1) if channels else nn.Identity()
+
+    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+        scores = [br(gcn(f)) for gcn, br, f in zip(self.gcn, self.stage_br, self.backbone(x))]
+        out = scores[-1]
+        for level in range(len(scores) - 2, -1, -1):
+            out = self.fuse_br[level](scores[level] + self.up[level](out))
+        for step in self.final:
+            out = step(out)
+        return self.classifier(out)

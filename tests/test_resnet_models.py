@@ -1,0 +1,389 @@
+"""ResNet backbones and the ResNet-based architectures (PSPNet, DeepLabv3+, UPerNet, GCN, DUC-HDC).
+
+Checks against independent facts: torchvision's key sheet (names, shapes, parameter counts),
+output sizes from the convolution size formula, parameter counts written out layer by layer,
+the reference counts/GFLOPs of issue 3, and hand-worked cases for the DUC rearrangement and the
+GCN receptive field.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from segsuite.models.backbones.resnet import ResNet, adapt_first_conv, resnet
+from segsuite.models.blocks import PooledConvBNReLU
+from segsuite.models.deeplabv3plus import DeepLabV3Plus
+from segsuite.models.duc_hdc import DUCHDC, DenseUpsamplingConv
+from segsuite.models.gcn import GCN, GlobalConvBlock
+from segsuite.models.pspnet import PSPNet
+from segsuite.models.upernet import UPerNet
+
+KEY_SHEET = json.loads((Path(__file__).parent / "data" / "torchvision_keys.json").read_text())["models"]
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
+DEPTHS = (18, 34, 50, 101, 152)
+# Issue 3's reference: parameters of torchvision's ResNets without the `fc` classifier.
+BACKBONE_PARAMS = {18: 11_176_512, 34: 21_284_672, 50: 23_508_032, 101: 42_500_160, 152: 58_143_808}
+ARCHITECTURES = ("pspnet", "deeplabv3plus", "upernet", "gcn", "duc_hdc")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def random_checkpoint(name: str, path: Path, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """A torchvision-format state dict (classifier included) with random values, saved to `path`."""
+    state = {}
+    for key, shape, dtype in KEY_SHEET[name]["keys"]:
+        if dtype == "int64":
+            state[key] = torch.randint(0, 1000, shape, generator=generator)
+        else:
+            state[key] = torch.randn(shape, generator=generator)
+    torch.save(state, path)
+    return state
+
+
+def build_from_yaml(name: str, num_classes: int, **overrides) -> nn.Module:
+    model_cfg = OmegaConf.load(CONF_DIR / f"{name}.yaml")
+    cfg = OmegaConf.create({"dataset": {"num_classes": num_classes}, "model": model_cfg})
+    for key, value in overrides.items():
+        cfg.model[key] = value
+    return hydra.utils.instantiate(cfg.model)
+
+
+def down(n: int) -> int:
+    """Output size of a stride-2 conv/pool whose padding keeps `ceil(n / 2)` (k7p3, k3p1, k1p0)."""
+    return (n - 1) // 2 + 1
+
+
+# --------------------------------------------------------------------------- backbone: weights
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_torchvision_checkpoint_loads_strictly_and_lands_in_place(depth, tmp_path):
+    name = f"resnet{depth}"
+    path = tmp_path / f"{name}.pth"
+    state = random_checkpoint(name, path, torch.Generator().manual_seed(depth))
+    model = resnet(name, pretrained=str(path))
+    own = model.state_dict()
+    expected = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    assert set(own) == set(expected)
+    for key, value in expected.items():
+        assert torch.equal(own[key], value), key
+
+
+def test_mismatching_checkpoint_names_missing_and_unexpected_keys(tmp_path):
+    path = tmp_path / "bad.pth"
+    state = random_checkpoint("resnet18", tmp_path / "good.pth", torch.Generator().manual_seed(0))
+    del state["layer2.1.bn1.running_var"]
+    state["layer5.0.conv1.weight"] = torch.zeros(1)
+    torch.save(state, path)
+    expected = r"missing keys \['layer2\.1\.bn1\.running_var'\].*unexpected keys \['layer5\.0\.conv1\.weight'\]"
+    with pytest.raises(RuntimeError, match=expected):
+        resnet("resnet18", pretrained=str(path))
+
+
+def test_checkpoint_of_another_depth_is_rejected(tmp_path):
+    path = tmp_path / "r34.pth"
+    random_checkpoint("resnet34", path, torch.Generator().manual_seed(0))
+    with pytest.raises(RuntimeError, match="unexpected keys.*layer1.2.conv1.weight"):
+        resnet("resnet18", pretrained=str(path))
+
+
+def test_dilated_backbone_loads_the_same_checkpoint(tmp_path):
+    """Dilation changes no shapes, so ImageNet weights load at every output stride."""
+    path = tmp_path / "r50.pth"
+    state = random_checkpoint("resnet50", path, torch.Generator().manual_seed(1))
+    model = resnet("resnet50", pretrained=str(path), output_stride=8, multi_grid=[1, 2, 4])
+    assert torch.equal(model.layer4[2].conv2.weight, state["layer4.2.conv2.weight"])
+
+
+def test_missing_checkpoint_file_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resnet("resnet18", pretrained=str(tmp_path / "nope.pth"))
+
+
+# --------------------------------------------------------------------------- backbone: structure
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_backbone_parameter_counts_are_exact(depth):
+    with torch.device("meta"):
+        model = ResNet(depth=depth)
+    assert n_params(model) == BACKBONE_PARAMS[depth] == KEY_SHEET[f"resnet{depth}"]["num_params_no_head"]
+    sheet = {k: tuple(s) for k, s, _ in KEY_SHEET[f"resnet{depth}"]["keys"] if not k.startswith("fc.")}
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == sheet
+
+
+@pytest.mark.parametrize(
+    ("output_stride", "dilated_stages"), [(32, ()), (16, (3,)), (8, (2, 3))]
+)
+@pytest.mark.parametrize("size", [(64, 64), (97, 131)])
+def test_output_stride_gives_feature_sizes(output_stride, dilated_stages, size):
+    model = resnet("resnet18", output_stride=output_stride).eval()
+    h, w = down(down(size[0])), down(down(size[1]))  # conv1 and max-pool
+    expected = [(h, w)]
+    for stage in (1, 2, 3):
+        if stage not in dilated_stages:
+            h, w = down(h), down(w)
+        expected.append((h, w))
+    with torch.no_grad():
+        features = model(torch.randn(1, 3, *size))
+    assert [tuple(f.shape[-2:]) for f in features] == expected
+    assert [f.shape[1] for f in features] == list(model.channels) == [64, 128, 256, 512]
+    assert model.strides == {32: (4, 8, 16, 32), 16: (4, 8, 16, 16), 8: (4, 8, 8, 8)}[output_stride]
+
+
+def test_dilation_follows_torchvision_and_multi_grid():
+    def rates(layer):
+        return [block.conv2.dilation[0] for block in layer]
+
+    os8 = resnet("resnet50", output_stride=8)
+    # replace_stride_with_dilation: a dilated stage's first block keeps the previous rate.
+    assert rates(os8.layer3) == [1] + [2] * 5 and rates(os8.layer4) == [2, 4, 4]
+    assert os8.layer3[0].conv2.stride == (1, 1) and os8.layer3[0].downsample[0].stride == (1, 1)
+    os16 = resnet("resnet50", output_stride=16, multi_grid=[1, 2, 4])
+    assert rates(os16.layer3) == [1] * 6 and rates(os16.layer4) == [2, 4, 8]  # rate 2 x (1, 2, 4)
+    with pytest.raises(ValueError, match="output_stride"):
+        resnet("resnet50", output_stride=4)
+    with pytest.raises(ValueError, match="layer3_dilations"):
+        resnet("resnet50", output_stride=16, layer3_dilations=[1, 2, 3])
+
+
+def test_frozen_stages_and_frozen_batchnorm():
+    model = resnet("resnet18", frozen_stages=2)  # stem + layer1
+    model.train()
+    frozen = [model.conv1, model.bn1, model.layer1]
+    assert all(not p.requires_grad for m in frozen for p in m.parameters())
+    assert all(p.requires_grad for m in (model.layer2, model.layer3, model.layer4) for p in m.parameters())
+    assert not model.bn1.training and not model.layer1[0].bn1.training
+    assert model.layer2[0].bn1.training
+    before = model.layer1[0].bn1.running_mean.clone()
+    model(torch.randn(2, 3, 32, 32))
+    assert torch.equal(model.layer1[0].bn1.running_mean, before)
+    assert not torch.equal(model.layer2[0].bn1.running_mean, torch.zeros(128))
+
+    frozen_bn = resnet("resnet18", frozen_bn=True).train()
+    norms = [m for m in frozen_bn.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(not m.training and not m.weight.requires_grad and not m.bias.requires_grad for m in norms)
+    assert all(p.requires_grad for p in frozen_bn.layer4[0].conv1.parameters())
+    before = frozen_bn.layer4[1].bn2.running_var.clone()
+    frozen_bn(torch.randn(2, 3, 32, 32))
+    assert torch.equal(frozen_bn.layer4[1].bn2.running_var, before)
+
+    norm_eval = resnet("resnet18", norm_eval=True).train()
+    assert all(not m.training for m in norm_eval.modules() if isinstance(m, nn.BatchNorm2d))
+    assert norm_eval.bn1.weight.requires_grad
+    with pytest.raises(ValueError, match="frozen_stages"):
+        resnet("resnet18", frozen_stages=6)
+
+
+def test_four_input_channels_with_adapted_pretrained_conv(tmp_path):
+    path = tmp_path / "r18.pth"
+    state = random_checkpoint("resnet18", path, torch.Generator().manual_seed(2))
+    model = resnet("resnet18", in_channels=4, pretrained=str(path)).eval()
+    rgb = state["conv1.weight"]
+    expected = torch.cat([rgb, rgb[:, :1]], dim=1) * 3 / 4  # R, G, B, R, scaled to keep the mean
+    torch.testing.assert_close(model.conv1.weight, expected)
+    assert torch.equal(model.layer1[0].conv1.weight, state["layer1.0.conv1.weight"])
+    with torch.no_grad():
+        assert model(torch.randn(1, 4, 40, 40))[-1].shape == (1, 512, 2, 2)
+    torch.testing.assert_close(adapt_first_conv(rgb, 1), rgb[:, 0:1] + rgb[:, 1:2] + rgb[:, 2:3])
+    assert resnet("resnet18", in_channels=4).conv1.weight.shape == (64, 4, 7, 7)
+
+
+def test_unknown_backbone_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown backbone 'resnet20'.*resnet18"):
+        PSPNet(3, backbone="resnet20")
+
+
+# --------------------------------------------------------------------------- architectures: size
+
+
+def test_pspnet_parameter_count_layer_by_layer():
+    """PSPNet-R50, 21 classes, counted from the paper's layer list (conv weights + BN affine)."""
+    classes, top, c3 = 21, 2048, 1024
+    ppm = 4 * (top * 512 + 2 * 512)  # four bins, 1x1 conv 2048 -> 512 + BN
+    bottleneck = (top + 4 * 512) * 9 * 512 + 2 * 512
+    classifier = 512 * classes + classes
+    aux = c3 * 9 * 256 + 2 * 256 + 256 * classes + classes
+    with torch.device("meta"):
+        model = build_from_yaml("pspnet", classes)
+    assert n_params(model) == BACKBONE_PARAMS[50] + ppm + bottleneck + classifier + aux
+    assert n_params(model.aux_head) == aux
+
+
+@pytest.mark.parametrize(
+    ("name", "classes", "reference", "aux_reference"),
+    [("pspnet", 21, 49.0e6, 2.4e6), ("deeplabv3plus", 21, 59.3e6, None), ("upernet", 150, 66.4e6, 2.4e6)],
+)
+def test_paper_parameter_counts_within_ten_percent(name, classes, reference, aux_reference):
+    with torch.device("meta"):
+        model = build_from_yaml(name, classes)
+    assert abs(n_params(model) - reference) <= 0.1 * reference
+    if aux_reference is not None:
+        assert abs(n_params(model.aux_head) - aux_reference) <= 0.1 * aux_reference
+
+
+@pytest.mark.parametrize(("name", "reference"), [("pspnet", 235e9), ("deeplabv3plus", 118e9)])
+def test_paper_gflops_within_ten_percent(name, reference):
+    """GFLOPs of the main branch at 1x3x360x480 (2 FLOPs per multiply-add), counted on meta tensors."""
+    with torch.device("meta"):
+        model = build_from_yaml(name, 21).eval()
+        x = torch.empty(1, 3, 360, 480)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    assert abs(counter.get_total_flops() - reference) <= 0.1 * reference
+
+
+# --------------------------------------------------------------------------- architectures: forward
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_yaml_forward_at_odd_size_with_resnet18(name):
+    model = build_from_yaml(name, 3, backbone="resnet18")
+    assert isinstance(model.backbone, ResNet)
+    model.train()
+    out = model(torch.randn(2, 3, 97, 131))
+    logits, aux = out if isinstance(out, tuple) else (out, [])
+    assert logits.shape == (2, 3, 97, 131)
+    assert len(aux) == (1 if name in ("pspnet", "upernet") else 0)
+    assert all(a.shape == (2, 3, 97, 131) for a in aux)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: PSPNet(3, backbone="resnet18", output_stride=16, bins=[1, 3], aux_head=False),
+        lambda: DeepLabV3Plus(3, backbone="resnet18", output_stride=8, separable=True, multi_grid=[1, 2, 4]),
+        lambda: UPerNet(3, backbone="resnet18", channels=32, aux_head=False),
+        lambda: GCN(3, backbone="resnet18", kernel_size=7, channels=8),
+        lambda: DUCHDC(3, backbone="resnet18", layer3_dilations=[1, 2, 3], layer4_dilations=[1, 2], duc_rates=[1, 2]),
+    ],
+    ids=["pspnet-os16", "deeplab-os8-sep", "upernet-slim", "gcn-k7", "duc-aspp"],
+)
+def test_architecture_options_forward_and_backward(make):
+    model = make().train()
+    logits = model(torch.randn(2, 3, 45, 61))
+    assert logits.shape == (2, 3, 45, 61)
+    logits.square().mean().backward()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in trainable)
+
+
+def test_eval_mode_skips_the_auxiliary_head():
+    model = PSPNet(3, backbone="resnet18").eval()
+    calls = []
+    model.aux_head.register_forward_hook(lambda *args: calls.append(1))
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 33, 47))
+    assert isinstance(out, torch.Tensor) and out.shape == (1, 3, 33, 47) and not calls
+
+
+def test_deeplab_aspp_rates_double_at_output_stride_8():
+    def rates(model):
+        return [branch[0].dilation[0] for branch in model.aspp.branches[1:-1]]
+
+    assert rates(DeepLabV3Plus(3, backbone="resnet18", output_stride=16)) == [6, 12, 18]
+    assert rates(DeepLabV3Plus(3, backbone="resnet18", output_stride=8)) == [12, 24, 36]
+    separable = DeepLabV3Plus(3, backbone="resnet18", separable=True)
+    depthwise = separable.aspp.branches[1][0]
+    assert depthwise.groups == depthwise.in_channels == 512 and depthwise.dilation == (6, 6)
+
+
+def test_duc_hdc_cycles_dilation_rates_over_blocks():
+    model = DUCHDC(3, backbone="resnet101", layer3_dilations=[1, 2, 5, 9], layer4_dilations=[5, 9, 17])
+    layer3 = [b.conv2.dilation[0] for b in model.backbone.layer3]
+    assert layer3 == [[1, 2, 5, 9][i % 4] for i in range(23)]
+    assert [b.conv2.dilation[0] for b in model.backbone.layer4] == [5, 9, 17]
+    assert model.backbone.strides == (4, 8, 8, 8)
+    assert model.duc.branches[0].out_channels == 3 * 8 * 8
+
+
+def test_dense_upsampling_conv_rearranges_channels_into_pixels():
+    """Output pixel (i*d + a, j*d + b) of class c is conv channel c*d*d + a*d + b at (i, j)."""
+    torch.manual_seed(0)
+    d, classes = 2, 3
+    duc = DenseUpsamplingConv(4, classes, d, rates=[1])
+    x = torch.randn(1, 4, 3, 5)
+    conv = F.conv2d(x, duc.branches[0].weight, duc.branches[0].bias, padding=1)
+    out = duc(x)
+    assert out.shape == (1, classes, 6, 10)
+    for c in range(classes):
+        for a in range(d):
+            for b in range(d):
+                torch.testing.assert_close(out[0, c, a::d, b::d], conv[0, c * d * d + a * d + b])
+
+
+def test_gcn_block_covers_a_k_by_k_window():
+    """With all-ones weights, an impulse spreads over exactly the k x k square around it (both paths)."""
+    block = GlobalConvBlock(1, 1, kernel_size=5)
+    with torch.no_grad():
+        for m in block.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+    x = torch.zeros(1, 1, 11, 11)
+    x[0, 0, 5, 5] = 1.0
+    expected = torch.zeros(11, 11)
+    expected[3:8, 3:8] = 2.0  # one from each path
+    torch.testing.assert_close(block(x)[0, 0], expected)
+    with pytest.raises(ValueError, match="odd"):
+        GlobalConvBlock(1, 1, kernel_size=4)
+
+
+def test_architecture_loads_pretrained_backbone(tmp_path):
+    path = tmp_path / "r18.pth"
+    state = random_checkpoint("resnet18", path, torch.Generator().manual_seed(3))
+    model = build_from_yaml("upernet", 3, backbone="resnet18", pretrained=str(path), frozen_stages=1)
+    assert torch.equal(model.backbone.layer3[1].conv2.weight, state["layer3.1.conv2.weight"])
+    assert not model.backbone.conv1.weight.requires_grad
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_paper_default_forward_at_paper_size(name):
+    """The yaml defaults (ResNet-50/101) at 360x480 in eval mode."""
+    model = build_from_yaml(name, 21).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 360, 480))
+    assert out.shape == (1, 21, 360, 480) and torch.isfinite(out).all()
+
+
+def test_pooled_branch_trains_with_a_batch_of_one():
+    """A 1x1-pooled BN branch normalises with running statistics when it has one value per channel."""
+    torch.manual_seed(0)
+    branch = PooledConvBNReLU(4, 3, 1).train()
+    conv, bn, _ = branch
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.tensor([0.5, -1.0, 0.0]))
+        bn.running_var.copy_(torch.tensor([4.0, 1.0, 0.25]))
+        bn.weight.copy_(torch.tensor([1.0, 2.0, -1.0]))
+        bn.bias.copy_(torch.tensor([0.1, 0.0, 0.3]))
+    x = torch.randn(1, 4, 1, 1)
+    y = (conv.weight[:, :, 0, 0] @ x[0, :, 0, 0]).view(1, 3, 1, 1)
+    mean, var = bn.running_mean.view(1, 3, 1, 1), bn.running_var.view(1, 3, 1, 1)
+    gamma, beta = bn.weight.view(1, 3, 1, 1), bn.bias.view(1, 3, 1, 1)
+    expected = torch.relu((y - mean) / torch.sqrt(var + bn.eps) * gamma + beta)
+    torch.testing.assert_close(branch(x), expected)
+    assert torch.equal(bn.running_mean, torch.tensor([0.5, -1.0, 0.0]))
+    branch(torch.randn(2, 4, 1, 1))  # two values per channel: ordinary batch statistics
+    assert not torch.equal(bn.running_mean, torch.tensor([0.5, -1.0, 0.0]))
+    logits, aux = PSPNet(3, backbone="resnet18").train()(torch.randn(1, 3, 33, 47))
+    assert logits.shape == aux[0].shape == (1, 3, 33, 47)
