@@ -1,0 +1,144 @@
+"""SegDataModule: builds split datasets and their pipelines from the dataset/augmentation configs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from segsuite.data.datasets.base import SegDataset
+from segsuite.data.samplers import SeededTrainSampler, ShardedEvalSampler
+
+log = logging.getLogger(__name__)
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack tensors; keep names as a list."""
+    batch: dict[str, Any] = {}
+    for key in items[0]:
+        values = [item[key] for item in items]
+        batch[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
+    return batch
+
+
+class SegDataModule(pl.LightningDataModule):
+    """A LightningDataModule generic over dataset configs.
+
+    Args:
+        dataset: the `dataset` config node (one `_target_` per split: train, val, test).
+        augmentation: the `augmentation` config node (`train` and `val` albumentations pipelines).
+        batch_size: *global* batch size; each of the W processes loads batch_size / W.
+        val_batch_size: global batch size for validation/test (full images; default batch_size).
+        num_workers: dataloader worker processes per device.
+        pin_memory: pin host memory (useful with a GPU).
+        persistent_workers: keep workers alive between epochs.
+        seed: seed of the training order and augmentations.
+        skip_bad: passed to every dataset: skip unreadable/bad samples with a warning.
+    """
+
+    def __init__(
+        self,
+        dataset: DictConfig,
+        augmentation: DictConfig,
+        batch_size: int = 8,
+        val_batch_size: int | None = None,
+        num_workers: int = 2,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        prefetch_factor: int | None = 2,
+        seed: int = 0,
+        skip_bad: bool = False,
+    ) -> None:
+        super().__init__()
+        self.dataset_cfg = dataset
+        self.augmentation_cfg = augmentation
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.prefetch_factor = prefetch_factor if num_workers > 0 else None
+        self.seed = seed
+        self.skip_bad = skip_bad
+        self.target_fn: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None
+        self.datasets: dict[str, SegDataset] = {}
+
+    # -- datasets ---------------------------------------------------------------------------------
+    def build_dataset(self, split: str, transform: Callable | None = None) -> SegDataset:
+        """Instantiate `dataset.<split>` with `transform` (None: raw uint8 image, int64 mask)."""
+        if split not in self.dataset_cfg or self.dataset_cfg[split] is None:
+            raise KeyError(
+                f"dataset '{self.dataset_cfg.get('name')}' has no '{split}' split in its config "
+                f"(dataset.{split}); choose one of {[s for s in ('train', 'val', 'test') if self.dataset_cfg.get(s)]}"
+            )
+        return instantiate(self.dataset_cfg[split], transform=transform, skip_bad=self.skip_bad,
+                           target_fn=self.target_fn if split == "train" else None)
+
+    def setup(self, stage: str | None = None) -> None:
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage or "fit", ("val",))
+        for split in splits:
+            if split not in self.datasets:
+                pipeline = self.augmentation_cfg["train" if split == "train" else "val"]
+                self.datasets[split] = self.build_dataset(split, instantiate(pipeline))
+                log.info("%s split: %d images", split, len(self.datasets[split]))
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names of the dataset (from its val split)."""
+        return list(self._any_dataset().classes)
+
+    @property
+    def palette(self) -> np.ndarray:
+        return np.asarray(self._any_dataset().palette, dtype=np.uint8)
+
+    def _any_dataset(self) -> SegDataset:
+        if not self.datasets:
+            self.datasets["val"] = self.build_dataset("val", instantiate(self.augmentation_cfg["val"]))
+        return next(iter(self.datasets.values()))
+
+    # -- loaders ----------------------------------------------------------------------------------
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def per_device_batch(self, global_batch: int) -> int:
+        """global_batch / world size; raises if it does not divide."""
+        world, _ = self._world()
+        if global_batch % world:
+            raise ValueError(
+                f"data.batch_size={global_batch} is the global batch and must divide by the "
+                f"{world} processes; set data.batch_size to a multiple of {world}."
+            )
+        return global_batch // world
+
+    def _loader(self, split: str, batch_size: int, sampler) -> DataLoader:
+        return DataLoader(
+            self.datasets[split], batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
+            pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
+            prefetch_factor=self.prefetch_factor, collate_fn=collate, drop_last=split == "train",
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        world, rank = self._world()
+        sampler = SeededTrainSampler(len(self.datasets["train"]), seed=self.seed, num_replicas=world, rank=rank)
+        return self._loader("train", self.per_device_batch(self.batch_size), sampler)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        self.setup("validate" if split == "val" else "test")
+        world, rank = self._world()
+        sampler = ShardedEvalSampler(len(self.datasets[split]), num_replicas=world, rank=rank)
+        return self._loader(split, self.per_device_batch(self.val_batch_size), sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")

@@ -1,0 +1,121 @@
+"""The dataset contract: `dataset[i]` -> {"image", "mask", "name"} in train ids.
+
+Subclasses implement `__len__` and `load(index) -> (image uint8 [H,W,3] RGB, mask int64 [H,W]
+in train ids, name)` and set `classes` and `palette`. The base class validates labels, applies
+the (albumentations) transform with a per-sample seed, converts to tensors, and implements
+`skip_bad`.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = 255
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing, unreadable or holds labels that do not fit the dataset."""
+
+
+def check_mask(mask: np.ndarray, num_classes: int, name: str, ignore_index: int = IGNORE_INDEX) -> None:
+    """Raise `DatasetError` naming `name` if `mask` holds values outside [0, C) and ignore."""
+    bad = (mask < 0) | ((mask >= num_classes) & (mask != ignore_index))
+    if bad.any():
+        values = np.unique(mask[bad])[:10].tolist()
+        raise DatasetError(
+            f"{name}: label values {values} are outside the {num_classes} classes (0..{num_classes - 1}) "
+            f"and the ignore index {ignore_index}. Check that the dataset config matches the files "
+            f"(wrong dataset, unconverted label encoding, or a colour PNG instead of an index PNG)."
+        )
+
+
+def check_sizes(image: np.ndarray, mask: np.ndarray, name: str) -> None:
+    """Raise `DatasetError` if image and mask sizes differ."""
+    if image.shape[:2] != mask.shape[:2]:
+        raise DatasetError(
+            f"{name}: image is {image.shape[1]}x{image.shape[0]} but its mask is "
+            f"{mask.shape[1]}x{mask.shape[0]} (width x height); they must match."
+        )
+
+
+class SegDataset(Dataset):
+    """Base class of every segmentation dataset.
+
+    Args:
+        transform: albumentations-style callable `transform(image=, mask=) -> dict`, producing a
+            float32 normalised HWC image; `None` returns raw uint8 image and int64 mask arrays.
+        skip_bad: warn once per bad file and substitute the next good sample instead of raising.
+        target_fn: optional callable `mask (np.int64 [H,W]) -> dict[str, np.ndarray]` of extra
+            per-pixel targets (e.g. distance maps a loss asks for), computed in the worker.
+    """
+
+    classes: Sequence[str] = ()
+    palette: np.ndarray = np.zeros((0, 3), dtype=np.uint8)
+    ignore_index: int = IGNORE_INDEX
+
+    def __init__(
+        self,
+        transform: Callable[..., dict[str, Any]] | None = None,
+        skip_bad: bool = False,
+        target_fn: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None,
+    ) -> None:
+        self.transform = transform
+        self.skip_bad = skip_bad
+        self.target_fn = target_fn
+        self.bad_items: set[int] = set()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:  # pragma: no cover
+        """Return (image uint8 [H,W,3] RGB, mask int64 [H,W] train ids, name)."""
+        raise NotImplementedError
+
+    def load_checked(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """`load` plus size and label checks; honours `skip_bad`."""
+        n = len(self)
+        for attempt in range(n):
+            i = (index + attempt) % n
+            if i in self.bad_items:
+                continue
+            try:
+                image, mask, name = self.load(i)
+                check_sizes(image, mask, name)
+                check_mask(mask, self.num_classes, name, self.ignore_index)
+                return image, mask, name
+            except DatasetError as err:
+                if not self.skip_bad:
+                    raise
+                self.bad_items.add(i)
+                warnings.warn(f"skipping bad sample ({len(self.bad_items)} so far): {err}", stacklevel=2)
+                log.warning("skipping bad sample (%d so far): %s", len(self.bad_items), err)
+        raise DatasetError(f"{type(self).__name__}: every sample is bad; nothing to load.")
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        image, mask, name = self.load_checked(index)
+        if self.transform is None:
+            return {"image": image, "mask": mask, "name": name}
+        if seed is not None and hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(seed)
+        out = self.transform(image=image, mask=mask)
+        image_t = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1), dtype=np.float32))
+        mask_np = np.asarray(out["mask"], dtype=np.int64)
+        item: dict[str, Any] = {"image": image_t, "mask": torch.from_numpy(mask_np), "name": name}
+        if self.target_fn is not None:
+            for key_, value in self.target_fn(mask_np).items():
+                item[key_] = torch.from_numpy(np.ascontiguousarray(value))
+        return item
