@@ -45,7 +45,9 @@ class InitialBlock(nn.Module):
 
     def __init__(self, in_channels: int = 3, out_channels: int = 16) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels - in_channels, 3, stride=2, padding=1, bias=False)
+        self.conv = nn.Conv2d(
+            in_channels, out_channels - in_channels, 3, stride=2, padding=1, bias=False
+        )
         self.pool = nn.MaxPool2d(2, 2)
         self.bn = nn.BatchNorm2d(out_channels)
         self.act = nn.PReLU(out_channels)
@@ -66,14 +68,21 @@ def main_conv(kind: str, channels: int, param: int) -> list[nn.Module]:
             nn.Conv2d(channels, channels, (param, 1), padding=(pad, 0), bias=False),
             nn.Conv2d(channels, channels, (1, param), padding=(0, pad), bias=False),
         ]
-    raise ValueError(f"unknown ENet bottleneck kind {kind!r}; expected regular, dilated or asymmetric")
+    raise ValueError(
+        f"unknown ENet bottleneck kind {kind!r}; expected regular, dilated or asymmetric"
+    )
 
 
 class Bottleneck(nn.Module):
     """Non-resampling bottleneck: x + dropout(expand(conv(project(x)))), then the activation."""
 
     def __init__(
-        self, channels: int, kind: str = "regular", param: int = 1, dropout: float = 0.1, prelu: bool = True
+        self,
+        channels: int,
+        kind: str = "regular",
+        param: int = 1,
+        dropout: float = 0.1,
+        prelu: bool = True,
     ) -> None:
         super().__init__()
         internal = channels // 4
@@ -97,7 +106,9 @@ class Bottleneck(nn.Module):
 class DownsamplingBottleneck(nn.Module):
     """Halves the resolution; returns the output and the shortcut max-pool's indices."""
 
-    def __init__(self, in_channels: int, out_channels: int, dropout: float, prelu: bool = True) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, dropout: float, prelu: bool = True
+    ) -> None:
         super().__init__()
         internal = out_channels // 4
         self.extra_channels = out_channels - in_channels
@@ -123,15 +134,21 @@ class DownsamplingBottleneck(nn.Module):
 class UpsamplingBottleneck(nn.Module):
     """Doubles the resolution; the shortcut max-unpools at the matching downsampling's indices."""
 
-    def __init__(self, in_channels: int, out_channels: int, dropout: float, prelu: bool = False) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, dropout: float, prelu: bool = False
+    ) -> None:
         super().__init__()
         internal = in_channels // 4
-        self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
+        self.shortcut = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels)
+        )
         self.branch = nn.Sequential(
             nn.Conv2d(in_channels, internal, 1, bias=False),
             nn.BatchNorm2d(internal),
             activation(prelu, internal),
-            nn.ConvTranspose2d(internal, internal, 3, stride=2, padding=1, output_padding=1, bias=False),
+            nn.ConvTranspose2d(
+                internal, internal, 3, stride=2, padding=1, output_padding=1, bias=False
+            ),
             nn.BatchNorm2d(internal),
             activation(prelu, internal),
             nn.Conv2d(internal, out_channels, 1, bias=False),
@@ -154,7 +171,13 @@ class ENet(SegmentationModel):
         dropout: spatial dropout in every later bottleneck (paper: 0.1).
     """
 
-    def __init__(self, num_classes: int, in_channels: int = 3, stage1_dropout: float = 0.01, dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        stage1_dropout: float = 0.01,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__(num_classes)
         self.size_divisor = 8
         self.initial = InitialBlock(in_channels, 16)
@@ -164,10 +187,14 @@ class ENet(SegmentationModel):
         self.stage2 = nn.Sequential(*(Bottleneck(128, kind, p, dropout) for kind, p in STAGE_2_3))
         self.stage3 = nn.Sequential(*(Bottleneck(128, kind, p, dropout) for kind, p in STAGE_2_3))
         self.up4 = UpsamplingBottleneck(128, 64, dropout)
-        self.stage4 = nn.Sequential(*(Bottleneck(64, dropout=dropout, prelu=False) for _ in range(2)))
+        self.stage4 = nn.Sequential(
+            *(Bottleneck(64, dropout=dropout, prelu=False) for _ in range(2))
+        )
         self.up5 = UpsamplingBottleneck(64, 16, dropout)
         self.stage5 = Bottleneck(16, dropout=dropout, prelu=False)
-        self.fullconv = nn.ConvTranspose2d(16, num_classes, 3, stride=2, padding=1, output_padding=1)
+        self.fullconv = nn.ConvTranspose2d(
+            16, num_classes, 3, stride=2, padding=1, output_padding=1
+        )
 
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         x = self.initial(x)

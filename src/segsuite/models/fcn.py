@@ -34,7 +34,9 @@ def bilinear_kernel(channels: int, kernel_size: int) -> torch.Tensor:
 
 def bilinear_upsampler(channels: int, factor: int) -> nn.ConvTranspose2d:
     """Transposed conv (kernel 2f, stride f, padding f/2, no bias) initialised to bilinear x`factor`."""
-    up = nn.ConvTranspose2d(channels, channels, 2 * factor, stride=factor, padding=factor // 2, bias=False)
+    up = nn.ConvTranspose2d(
+        channels, channels, 2 * factor, stride=factor, padding=factor // 2, bias=False
+    )
     with torch.no_grad():
         up.weight.copy_(bilinear_kernel(channels, 2 * factor))
     return up
@@ -105,4 +107,3 @@ class FCN(SegmentationModel):
         if self.stride == 8:
             score = self.upscore_pool4(score) + self.score_pool3(pool3 * self.pool3_scale)
         return self.upscore(score)
-

@@ -30,7 +30,11 @@ def max_unpool2x(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
 
 def conv_bn_relu(in_ch: int, out_ch: int) -> list[nn.Module]:
     """3x3 conv (no bias, BN follows) + BN + ReLU."""
-    return [nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
+    return [
+        nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+    ]
 
 
 def decoder_widths() -> list[list[int]]:
@@ -71,7 +75,10 @@ class SegNet(SegmentationModel):
         super().__init__(num_classes)
         self.size_divisor = 32
         self.backbone = VGG(
-            batch_norm=True, in_channels=in_channels, pretrained=pretrained, frozen_stages=frozen_stages
+            batch_norm=True,
+            in_channels=in_channels,
+            pretrained=pretrained,
+            frozen_stages=frozen_stages,
         )
         stages = []
         channels = self.backbone.stage_channels[-1]

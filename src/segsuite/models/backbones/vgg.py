@@ -27,7 +27,13 @@ from segsuite.models.backbones.pretrained import load_pretrained, resolve_checkp
 log = logging.getLogger(__name__)
 
 # Output widths of the 13 convolutions, grouped into the five stages that each end in a 2x2 pool.
-VGG16_STAGES: tuple[tuple[int, ...], ...] = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+VGG16_STAGES: tuple[tuple[int, ...], ...] = (
+    (64, 64),
+    (128, 128),
+    (256, 256, 256),
+    (512, 512, 512),
+    (512, 512, 512),
+)
 FC_CHANNELS = 4096
 
 
@@ -61,7 +67,9 @@ class VGG(nn.Module):
         self.frozen_stages = frozen_stages
         self.stage_channels = tuple(stage[-1] for stage in VGG16_STAGES)
         layers: list[nn.Module] = []
-        self.stage_bounds: list[tuple[int, int]] = []  # [start, end) of each stage's convs in `features`
+        self.stage_bounds: list[
+            tuple[int, int]
+        ] = []  # [start, end) of each stage's convs in `features`
         channels = in_channels
         for widths in VGG16_STAGES:
             start = len(layers)
@@ -147,7 +155,9 @@ def vgg16_bn(**kwargs) -> VGG:
     return VGG(batch_norm=True, **kwargs)
 
 
-def _fc_to_conv(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], path) -> dict[str, torch.Tensor]:
+def _fc_to_conv(
+    state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], path
+) -> dict[str, torch.Tensor]:
     """Reshape torchvision's Linear fc6/fc7 weights into the convolution shapes of `own`."""
     state = dict(state)
     for key in ("classifier.0.weight", "classifier.3.weight"):
@@ -189,8 +199,14 @@ def load_vgg_pretrained(model: VGG, path_or_url: str | os.PathLike) -> None:
             f"({len(missing)}), unexpected keys {unexpected[:20]} ({len(unexpected)})"
         )
     state = _fc_to_conv(state, own, path)
-    wrong = [f"{k}: model {tuple(own[k].shape)} vs file {tuple(state[k].shape)}" for k in own if own[k].shape != state[k].shape]
+    wrong = [
+        f"{k}: model {tuple(own[k].shape)} vs file {tuple(state[k].shape)}"
+        for k in own
+        if own[k].shape != state[k].shape
+    ]
     if wrong:
-        raise RuntimeError(f"checkpoint {path} has tensors of the wrong shape for VGG: {', '.join(wrong[:10])}")
+        raise RuntimeError(
+            f"checkpoint {path} has tensors of the wrong shape for VGG: {', '.join(wrong[:10])}"
+        )
     model.load_state_dict(state, strict=True)
     log.info("loaded pretrained VGG weights (fc6/fc7 as convolutions) from %s", path)

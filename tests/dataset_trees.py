@@ -1,0 +1,247 @@
+"""Builders of miniature dataset trees in the official layouts, file names and encodings.
+
+Each `build_<name>_tree(root)` writes a few tiny images under `root` and returns the value for
+`dataset.root=`. Labels are random over each dataset's *raw* encoding (including its void /
+unlabeled values), so tests can check the loaders' mapping pixel by pixel. Builders also work as
+`dataset.root` for `python -m segsuite.train dataset=<name> ... debug=fdr`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import scipy.io
+from PIL import Image
+
+SIZE = (12, 16)  # H, W of the tiny images
+REPO = Path(__file__).resolve().parents[1]
+
+# raw label values each dataset's files may hold
+CAMVID_RAW = list(range(12))                                  # 0..10 classes, 11 void
+VOC_RAW = list(range(21)) + [255]                             # 255 border
+CITYSCAPES_RAW = list(range(34))                              # official labelIds
+ADE20K_RAW = list(range(151))                                 # 0 other
+COCO_UNUSED = [12, 26, 29, 30, 45, 66, 68, 69, 71, 83, 91]
+COCO_USED = [i for i in range(1, 183) if i not in COCO_UNUSED]
+COCO164K_RAW = [i - 1 for i in COCO_USED] + [255]             # stuffthingmaps: id - 1, 255 unlabeled
+COCO10K_RAW = [0] + COCO_USED                                 # .mat S: id, 0 unlabeled
+
+
+def rng_for(name: str) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32(name.encode()))
+
+
+def random_labels(name: str, values: list[int], size: tuple[int, int] = SIZE) -> np.ndarray:
+    return rng_for("labels/" + name).choice(np.asarray(values, dtype=np.uint16), size=size).astype(np.uint8)
+
+
+def random_image(name: str, size: tuple[int, int] = SIZE) -> np.ndarray:
+    return rng_for("image/" + name).integers(0, 256, (*size, 3), dtype=np.uint8)
+
+
+def write_image(path: Path, image_rgb: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+
+
+def write_grey_png(path: Path, labels: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(labels.astype(np.uint8), mode="L").save(path)
+
+
+def voc_colour_map(n: int = 256) -> np.ndarray:
+    """The VOC devkit colour map (bits of the class index spread over R, G, B from the top bit)."""
+    colours = np.zeros((n, 3), dtype=np.uint8)
+    for k in range(n):
+        r = g = b = 0
+        c = k
+        for shift in range(7, -1, -1):
+            r, g, b = r | (c & 1) << shift, g | (c >> 1 & 1) << shift, b | (c >> 2 & 1) << shift
+            c >>= 3
+        colours[k] = (r, g, b)
+    return colours
+
+
+def write_palette_png(path: Path, labels: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(labels.astype(np.uint8), mode="P")
+    image.putpalette(voc_colour_map().flatten().tolist())
+    image.save(path)
+
+
+def write_list(path: Path, ids: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{i}\n" for i in ids))
+
+
+# -- CamVid ---------------------------------------------------------------------------------------
+CAMVID_SPLITS = {"train": ["0001TP_006690", "0001TP_006720", "0016E5_00390", "0016E5_00420"],
+                 "val": ["0016E5_07959", "0016E5_07961"], "test": ["0001TP_008550", "Seq05VD_f00000"]}
+
+
+def build_camvid_tree(root: Path) -> Path:
+    base = Path(root) / "CamVid"
+    for split, names in CAMVID_SPLITS.items():
+        for name in names:
+            write_image(base / split / f"{name}.png", random_image(name))
+            write_grey_png(base / f"{split}annot" / f"{name}.png", random_labels(name, CAMVID_RAW))
+    return base
+
+
+# -- Pascal VOC -----------------------------------------------------------------------------------
+VOC_TRAIN = ["2007_000032", "2007_000039", "2008_000008", "2009_000012"]
+VOC_VAL = ["2007_000033", "2010_000002"]
+SBD_TRAIN = ["2008_000002", "2008_000008", "2007_000033"]  # overlaps VOC train and VOC val
+SBD_VAL = ["2008_000003", "2011_000001"]
+
+
+def voc_size(image_id: str) -> tuple[int, int]:
+    """VOC images differ in size; vary them a little."""
+    return (SIZE[0] + zlib.crc32(image_id.encode()) % 3, SIZE[1])
+
+
+def build_voc_tree(root: Path) -> Path:
+    base = Path(root) / "VOCdevkit" / "VOC2012"
+    for image_id in VOC_TRAIN + VOC_VAL:
+        write_image(base / "JPEGImages" / f"{image_id}.jpg", random_image(image_id, voc_size(image_id)))
+        write_palette_png(base / "SegmentationClass" / f"{image_id}.png",
+                          random_labels(image_id, VOC_RAW, voc_size(image_id)))
+    lists = base / "ImageSets" / "Segmentation"
+    write_list(lists / "train.txt", VOC_TRAIN)
+    write_list(lists / "val.txt", VOC_VAL)
+    write_list(lists / "trainval.txt", sorted(VOC_TRAIN + VOC_VAL))
+    return base
+
+
+def build_sbd_tree(root: Path) -> Path:
+    """SBD `benchmark_RELEASE/dataset/{cls/*.mat, train.txt, val.txt}` (+ the JPEGs in the VOC tree)."""
+    base = Path(root) / "benchmark_RELEASE"
+    for image_id in SBD_TRAIN + SBD_VAL:
+        labels = random_labels("sbd/" + image_id, list(range(21)), voc_size(image_id))  # SBD has no 255
+        gt = {"Segmentation": labels, "Boundaries": np.zeros(21, dtype=object),
+              "CategoriesPresent": np.unique(labels[labels > 0]).astype(np.uint8)}
+        (base / "dataset" / "cls").mkdir(parents=True, exist_ok=True)
+        scipy.io.savemat(base / "dataset" / "cls" / f"{image_id}.mat", {"GTcls": gt})
+    write_list(base / "dataset" / "train.txt", SBD_TRAIN)
+    write_list(base / "dataset" / "val.txt", SBD_VAL)
+    return base
+
+
+def load_prepare_voc_aug():
+    spec = importlib.util.spec_from_file_location("prepare_voc_aug", REPO / "scripts" / "prepare_voc_aug.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_voc_aug_tree(root: Path) -> Path:
+    """VOC + SBD, then `scripts/prepare_voc_aug.py` (SegmentationClassAug/, train_aug.txt)."""
+    voc = build_voc_tree(root)
+    sbd = build_sbd_tree(root)
+    for image_id in SBD_TRAIN + SBD_VAL:  # SBD images are VOC2011 images, present in VOC2012 JPEGImages
+        path = voc / "JPEGImages" / f"{image_id}.jpg"
+        if not path.exists():
+            write_image(path, random_image(image_id, voc_size(image_id)))
+    load_prepare_voc_aug().prepare(sbd, voc, progress=False)
+    return voc
+
+
+# -- Cityscapes -----------------------------------------------------------------------------------
+CITYSCAPES_FRAMES = {
+    "train": ["aachen_000000_000019", "aachen_000001_000019", "bochum_000000_000313", "bochum_000000_001097"],
+    "val": ["frankfurt_000000_000294", "lindau_000000_000019"],
+    "train_extra": ["augsburg_000000_000000", "bad-honnef_000000_000000"],
+}
+
+
+def build_cityscapes_tree(root: Path) -> Path:
+    """leftImg8bit/ + gtFine/ (train, val) + gtCoarse/ (train, val, train_extra), with the
+    colour/instance/polygon files of the official release next to the labelIds."""
+    base = Path(root) / "cityscapes"
+    for split, frames in CITYSCAPES_FRAMES.items():
+        for frame in frames:
+            city = frame.rsplit("_", 2)[0]
+            write_image(base / "leftImg8bit" / split / city / f"{frame}_leftImg8bit.png", random_image(frame))
+            annotations = ("gtCoarse",) if split == "train_extra" else ("gtFine", "gtCoarse")
+            for annotation in annotations:
+                folder = base / annotation / split / city
+                write_grey_png(folder / f"{frame}_{annotation}_labelIds.png",
+                               random_labels(f"{annotation}/{frame}", CITYSCAPES_RAW))
+                # distractors the loader must not pick up
+                write_image(folder / f"{frame}_{annotation}_color.png", random_image("c" + frame))
+                write_grey_png(folder / f"{frame}_{annotation}_instanceIds.png", random_labels("i" + frame, [0, 26, 255]))
+                (folder / f"{frame}_{annotation}_polygons.json").write_text(json.dumps({"objects": []}))
+    return base
+
+
+# -- ADE20K ---------------------------------------------------------------------------------------
+def build_ade20k_tree(root: Path) -> Path:
+    base = Path(root) / "ADEChallengeData2016"
+    for folder, tag, count in (("training", "train", 4), ("validation", "val", 2)):
+        for n in range(1, count + 1):
+            name = f"ADE_{tag}_{n:08d}"
+            write_image(base / "images" / folder / f"{name}.jpg", random_image(name))
+            write_grey_png(base / "annotations" / folder / f"{name}.png", random_labels(name, ADE20K_RAW))
+    return base
+
+
+# -- COCO-Stuff -------------------------------------------------------------------------------------
+COCO164K_IDS = {"train2017": [9, 25, 30, 34], "val2017": [139, 285]}
+COCO10K_SPLITS = {"train": ["COCO_train2014_000000000077", "COCO_train2014_000000000113",
+                            "COCO_train2014_000000000149", "COCO_train2014_000000000321"],
+                  "test": ["COCO_train2014_000000000260", "COCO_train2014_000000000382"]}
+
+
+def build_cocostuff164k_tree(root: Path) -> Path:
+    base = Path(root) / "cocostuff"
+    for split, ids in COCO164K_IDS.items():
+        for image_id in ids:
+            name = f"{image_id:012d}"
+            write_image(base / "images" / split / f"{name}.jpg", random_image(name))
+            write_grey_png(base / "annotations" / split / f"{name}.png", random_labels(name, COCO164K_RAW))
+    return base
+
+
+def build_cocostuff10k_tree(root: Path) -> Path:
+    base = Path(root) / "cocostuff-10k-v1.1"
+    (base / "annotations").mkdir(parents=True, exist_ok=True)
+    for split, names in COCO10K_SPLITS.items():
+        for name in names:
+            write_image(base / "images" / f"{name}.jpg", random_image(name))
+            labels = random_labels(name, COCO10K_RAW).astype(np.uint16)
+            scipy.io.savemat(base / "annotations" / f"{name}.mat",
+                             {"S": labels, "names": np.array(["unlabeled"], dtype=object)})
+        write_list(base / "imageLists" / f"{split}.txt", names)
+    write_list(base / "imageLists" / "all.txt", sum(COCO10K_SPLITS.values(), []))
+    return base
+
+
+# -- your own data ----------------------------------------------------------------------------------
+FOLDER_CLASSES = ["background", "crack", "rust"]
+FOLDER_RAW = [0, 1, 2, 255]
+
+
+def build_folder_tree(root: Path) -> Path:
+    base = Path(root) / "folder"
+    for split, count in (("train", 4), ("val", 2)):
+        for n in range(count):
+            name = f"{split}_{n:03d}"
+            write_image(base / "images" / split / f"{name}.jpg", random_image(name))
+            write_grey_png(base / "masks" / split / f"{name}.png", random_labels(name, FOLDER_RAW))
+    (base / "classes.txt").write_text("# one class per line\n" + "\n".join(FOLDER_CLASSES) + "\n")
+    return base
+
+
+BUILDERS = {
+    "camvid": build_camvid_tree, "voc": build_voc_tree, "voc_aug": build_voc_aug_tree,
+    "cityscapes": build_cityscapes_tree, "cityscapes_coarse": build_cityscapes_tree,
+    "ade20k": build_ade20k_tree, "cocostuff164k": build_cocostuff164k_tree,
+    "cocostuff10k": build_cocostuff10k_tree, "folder": build_folder_tree,
+}
+# extra overrides a training run needs on these trees (the folder dataset's class count is required)
+EXTRA_OVERRIDES = {"folder": [f"dataset.num_classes={len(FOLDER_CLASSES)}"]}

@@ -1,0 +1,127 @@
+"""Decode + augmentation throughput per worker (one process) at each dataset's official image size.
+
+    PYTHONPATH=src:tests python tests/test_datasets_speed.py     # prints the table in docs/datasets.md
+
+Files are written in each dataset's official layout and encoding at its official image size, with
+photo-like content (smooth colour fields, edges and mild noise: compressed sizes close to real ones)
+and region-shaped labels. The slow test asserts that one worker outpaces a typical GPU step.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+from hydra.utils import instantiate
+from PIL import Image
+
+import dataset_trees as trees
+from test_datasets import compose
+
+# (config, builder overrides, official image size H x W)
+CASES = [
+    ("camvid", [], (360, 480)),
+    ("voc_aug", [], (375, 500)),
+    ("cityscapes", [], (1024, 2048)),
+    ("ade20k", [], (512, 683)),
+    ("cocostuff164k", [], (480, 640)),
+    ("cocostuff10k", [], (480, 640)),
+    ("folder", trees.EXTRA_OVERRIDES["folder"], (512, 512)),
+]
+
+
+def photo_like(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+    """Smooth colour gradients plus a few flat shapes and mild noise (compresses like a photo)."""
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    image = np.zeros((h, w, 3), np.float32)
+    for c in range(3):
+        a, b, f = rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(2, 6)
+        image[..., c] = 128 + 60 * np.sin(f * (a * xx / w + b * yy / h) * np.pi)
+    for _ in range(6):
+        y0, x0 = rng.integers(0, h), rng.integers(0, w)
+        image[y0:y0 + h // 4, x0:x0 + w // 4] = rng.uniform(0, 255, 3)
+    image += rng.normal(0, 4, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def region_labels(rng: np.random.Generator, size: tuple[int, int], values: list[int]) -> np.ndarray:
+    """Labels in large rectangular regions drawn from `values`."""
+    h, w = size
+    labels = np.full(size, values[0], np.uint8)
+    for _ in range(12):
+        y0, x0 = rng.integers(0, h), rng.integers(0, w)
+        labels[y0:y0 + rng.integers(h // 8, h // 2), x0:x0 + rng.integers(w // 8, w // 2)] = rng.choice(values)
+    return labels
+
+
+RAW_VALUES = {"camvid": trees.CAMVID_RAW, "voc_aug": list(range(21)), "cityscapes": trees.CITYSCAPES_RAW,
+              "ade20k": trees.ADE20K_RAW, "cocostuff164k": trees.COCO164K_RAW, "cocostuff10k": trees.COCO10K_RAW,
+              "folder": trees.FOLDER_RAW}
+
+
+def rewrite_at_size(dataset, name: str, size: tuple[int, int]) -> None:
+    """Overwrite every sample's image and label file in place, same names and encodings, at `size`."""
+    rng = np.random.default_rng(0)
+    for sample in dataset.samples:
+        trees.write_image(sample.image, photo_like(rng, size))
+        labels = region_labels(rng, size, RAW_VALUES[name])
+        if sample.mask.suffix == ".mat":
+            scipy.io.savemat(sample.mask, {"S": labels.astype(np.uint16)}, do_compression=True)
+        elif Image.open(sample.mask).mode == "P":
+            trees.write_palette_png(sample.mask, labels)
+        else:
+            trees.write_grey_png(sample.mask, labels)
+
+
+def rate(fn, count: int, min_seconds: float) -> float:
+    fn(0)  # warm-up
+    start, n = time.perf_counter(), 0
+    while n < count or time.perf_counter() - start < min_seconds:
+        fn(n % count)
+        n += 1
+    return n / (time.perf_counter() - start)
+
+
+def measure(name: str, overrides: list[str], size: tuple[int, int], workdir: Path, min_seconds: float = 2.0) -> dict:
+    trees.BUILDERS[name](workdir)
+    cfg = compose(name, workdir, overrides)
+    raw = instantiate(cfg.dataset.train, transform=None)
+    rewrite_at_size(raw, name, size)
+    augmented = instantiate(cfg.dataset.train, transform=instantiate(cfg.augmentation.train))
+    count = len(raw)
+    return {"dataset": name, "image": f"{size[0]}x{size[1]}",
+            "crop": "x".join(str(v) for v in cfg.dataset.crop_size),
+            "decode": rate(lambda i: raw[i], count, min_seconds),
+            "decode_aug": rate(lambda i: augmented[(i, i)], count, min_seconds)}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| dataset | image H×W | crop H×W | decode only (img/s) | decode + train augmentation (img/s) |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['dataset']} | {r['image']} | {r['crop']} | {r['decode']:.0f} | {r['decode_aug']:.0f} |"
+              for r in rows]
+    return "\n".join(lines)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, overrides, size", CASES, ids=[c[0] for c in CASES])
+def test_one_worker_keeps_up(tmp_path, name, overrides, size):
+    result = measure(name, overrides, size, tmp_path, min_seconds=1.0)
+    assert result["decode_aug"] > 3.0, result  # one worker; a run uses several
+
+
+if __name__ == "__main__":
+    import cv2
+
+    cv2.setNumThreads(1)
+    rows = []
+    for case in CASES:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows.append(measure(*case, Path(tmp)))
+            print(rows[-1], flush=True)
+    print(table(rows))

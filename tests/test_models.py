@@ -1,0 +1,233 @@
+"""One shared test base over every architecture config in conf/model/*.yaml.
+
+Each model is built from its shipped yaml through `hydra.utils.instantiate` (so the configs are
+exercised), once with its default settings and, where the yaml names a ResNet backbone, once
+with a small one (ResNet-18; their default-backbone case runs in the slow suite). Every case
+runs the same checks: forward/backward at an odd size, eval with a batch of one, output shape,
+auxiliary outputs, finite gradients, state-dict round trip and `torch.jit.trace`. Heavy nets run at 97x131 in the fast suite; 360x480 is fast only for the
+light ones (the rest is marked slow).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import hydra
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
+MODEL_NAMES = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
+NUM_CLASSES = 5
+ODD_SIZE = (97, 131)
+SMALL_ODD_SIZE = (33, 47)  # for the checks that compare two runs (round trip, trace)
+PAPER_SIZE = (360, 480)
+# Cheap enough for a forward/backward at 360x480 in the fast suite (with their yaml defaults).
+LIGHT_MODELS = {"unet", "enet"}
+# Overrides that give a model its small variant; a yaml with a string `backbone: resnetXX` gets
+# ResNet-18 unless listed here.
+SMALL_OVERRIDES: dict[str, dict] = {}
+SMALL_BACKBONE = "resnet18"
+
+
+def load_yaml(name: str):
+    return OmegaConf.load(CONF_DIR / f"{name}.yaml")
+
+
+def small_overrides(name: str) -> dict | None:
+    """Overrides for the small-backbone variant of `name`, or None if it has no backbone choice."""
+    if name in SMALL_OVERRIDES:
+        return SMALL_OVERRIDES[name]
+    backbone = load_yaml(name).get("backbone")
+    if isinstance(backbone, str) and backbone.startswith("resnet") and backbone != SMALL_BACKBONE:
+        return {"backbone": SMALL_BACKBONE}
+    return None
+
+
+def build_model(
+    name: str, overrides: dict | None = None, seed: int = 0, device: str = "cpu"
+) -> torch.nn.Module:
+    """Instantiate conf/model/<name>.yaml with `dataset.num_classes` resolved."""
+    cfg = OmegaConf.create({"dataset": {"num_classes": NUM_CLASSES}, "model": load_yaml(name)})
+    for key, value in (overrides or {}).items():
+        cfg.model[key] = value
+    torch.manual_seed(seed)
+    with torch.device(device):
+        return hydra.utils.instantiate(cfg.model)
+
+
+def train_batch_size(model: torch.nn.Module) -> int:
+    """Two images where BatchNorm needs more than one value per channel (1x1 pooling bins), else one."""
+    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return 2 if has_bn else 1
+
+
+def expects_aux(name: str, overrides: dict | None) -> bool:
+    """A model has auxiliary outputs in training when its config enables `aux_head`."""
+    cfg = load_yaml(name)
+    return bool((overrides or {}).get("aux_head", cfg.get("aux_head", False)))
+
+
+# A model that has a small variant runs its default (paper-size) backbone in the slow suite only.
+CASES = [
+    pytest.param((name, None), id=name, marks=[pytest.mark.slow] if small_overrides(name) else [])
+    for name in MODEL_NAMES
+]
+CASES += [
+    pytest.param((name, small_overrides(name)), id=f"{name}-small")
+    for name in MODEL_NAMES
+    if small_overrides(name) is not None
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The CI box has two shared cores; one intra-op thread is faster there than two."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module", params=CASES)
+def case(request):
+    """(name, overrides, model) built once per module for all checks of one configuration."""
+    name, overrides = request.param
+    return name, overrides, build_model(name, overrides)
+
+
+def split_output(out):
+    """(logits, aux list) from a model output in training mode."""
+    if isinstance(out, (tuple, list)):
+        logits, aux = out
+        return logits, list(aux)
+    return out, []
+
+
+def run_forward_backward(name, overrides, model, size):
+    batch = train_batch_size(model)
+    model.train()
+    model.zero_grad(set_to_none=True)
+    x = torch.randn(batch, 3, *size)
+    logits, aux = split_output(model(x))
+    assert logits.shape == (batch, NUM_CLASSES, *size)
+    assert torch.isfinite(logits).all()
+    if expects_aux(name, overrides):
+        assert aux, f"{name}: aux_head is enabled but training mode returned no auxiliary outputs"
+    for a in aux:
+        assert a.shape == (batch, NUM_CLASSES, *size)
+    target = torch.randint(0, NUM_CLASSES, (batch, *size))
+    loss = torch.nn.functional.cross_entropy(logits, target)
+    for a in aux:
+        loss = loss + 0.4 * torch.nn.functional.cross_entropy(a, target)
+    loss.backward()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    missing = [n for n, p in trainable if p.grad is None]
+    assert not missing, f"{name}: no gradient reached {missing[:5]}"
+    assert all(torch.isfinite(p.grad).all() for _, p in trainable)
+    assert any(p.grad.abs().sum() > 0 for _, p in trainable), f"{name}: all gradients are zero"
+    model.zero_grad(set_to_none=True)
+
+
+def test_forward_backward_odd_size(case):
+    run_forward_backward(*case, size=ODD_SIZE)
+
+
+def test_forward_backward_paper_size_light(case):
+    name, overrides, model = case
+    if name not in LIGHT_MODELS:
+        pytest.skip("heavy model: 360x480 runs in the slow suite")
+    run_forward_backward(name, overrides, model, size=PAPER_SIZE)
+
+
+@pytest.mark.slow
+def test_forward_backward_paper_size_heavy(case):
+    name, overrides, model = case
+    if name in LIGHT_MODELS:
+        pytest.skip("light model: covered by the fast test")
+    run_forward_backward(name, overrides, model, size=PAPER_SIZE)
+
+
+def test_eval_batch_of_one_returns_plain_logits(case):
+    _, _, model = case
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, *ODD_SIZE))
+    assert isinstance(out, torch.Tensor), "eval mode must return logits only, no auxiliary outputs"
+    assert out.shape == (1, NUM_CLASSES, *ODD_SIZE)
+    assert torch.isfinite(out).all()
+
+
+def test_state_dict_round_trip(case):
+    name, overrides, model = case
+    with torch.no_grad():  # move away from any zero/identity init so the check means something
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    # Built on the meta device (no init cost); every tensor must come from the file.
+    clone = build_model(name, overrides, device="meta")
+    clone.load_state_dict(torch.load(buffer, weights_only=True), strict=True, assign=True)
+    left_on_meta = [n for n, t in [*clone.named_parameters(), *clone.named_buffers()] if t.is_meta]
+    assert not left_on_meta, f"{name}: tensors missing from the state dict: {left_on_meta[:5]}"
+    model.eval()
+    clone.eval()
+    x = torch.randn(1, 3, *SMALL_ODD_SIZE)
+    with torch.no_grad():
+        expected, actual = model(x), clone(x)
+    assert expected.abs().sum() > 0
+    torch.testing.assert_close(actual, expected)
+
+
+def test_jit_trace_matches_eager(case):
+    _, _, model = case
+    model.eval()
+    x = torch.randn(1, 3, *SMALL_ODD_SIZE)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, x, check_trace=False)
+        expected = model(x)
+        actual = traced(x)
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_every_model_config_is_covered():
+    """The glob finds the shipped configs, so a new architecture joins these tests by itself."""
+    assert {"fcn8s", "fcn16s", "fcn32s", "segnet", "enet", "unet"} <= set(MODEL_NAMES)
+
+
+def test_model_zoo_script_measures_configs(tmp_path):
+    """scripts/model_zoo.py counts parameters of the shipped configs and writes both tables."""
+    import importlib.util
+    import json
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "model_zoo.py"
+    spec = importlib.util.spec_from_file_location("model_zoo", path)
+    zoo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(zoo)
+    zoo.main(["--out", str(tmp_path), "--models", "enet", "unet"])
+    rows = json.loads((tmp_path / "model_zoo.json").read_text())["rows"]
+    assert [(r["model"], r["variant"]) for r in rows] == [
+        ("enet", "default"),
+        ("unet", "default"),
+        ("unet", "paper"),
+    ]
+    paper_unet = rows[2]
+    # U-Net 64-1024, 2 classes, BatchNorm: 31,037,698 parameters (conv + BN + transposed conv, by layer)
+    widths = [64, 128, 256, 512, 1024]
+
+    def double_conv(i, o):
+        return i * o * 9 + 2 * o + o * o * 9 + 2 * o
+
+    expected = double_conv(3, 64) + sum(double_conv(widths[k], widths[k + 1]) for k in range(4))
+    expected += sum(
+        widths[k + 1] * widths[k] * 4 + widths[k] + double_conv(2 * widths[k], widths[k])
+        for k in range(4)
+    )
+    expected += 64 * 2 + 2
+    assert paper_unet["params"] == expected
+    # FLOPs of the first 3x3 conv alone at 360x480 (2 per MAC) bound the total from below.
+    assert paper_unet["gflops"] > 2 * 360 * 480 * 64 * 3 * 9 / 1e9
+    assert "| unet |" in (tmp_path / "model_zoo.md").read_text()
