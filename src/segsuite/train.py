@@ -142,7 +142,8 @@ def main(cfg: DictConfig) -> float | None:
     if not name:
         return None
     if name not in metrics:
-        raise KeyError(f"optimized_metric={name} was not logged; logged metrics: {sorted(metrics)}")
+        log.warning("optimized_metric=%s was not logged (logged: %s); returning None", name, sorted(metrics))
+        return None
     value = metrics[name]
     return None if math.isnan(value) else value
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -9,22 +10,34 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from segsuite.data.datasets.base import SegDataset
+from segsuite.data.datasets.base import DatasetError, SegDataset
 from segsuite.data.samplers import SeededTrainSampler, ShardedEvalSampler
 
 log = logging.getLogger(__name__)
 
 
-def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack tensors; keep names as a list."""
+def collate(items: list[dict[str, Any]], ignore_index: int = 255) -> dict[str, Any]:
+    """Stack tensors (names stay a list). Images of different sizes (validation on full images of
+    VOC, ADE20K, COCO) are padded at the bottom/right: images with 0, masks with `ignore_index`,
+    so padding never counts in metrics or losses."""
     batch: dict[str, Any] = {}
+    height = max(item["image"].shape[-2] for item in items)
+    width = max(item["image"].shape[-1] for item in items)
     for key in items[0]:
         values = [item[key] for item in items]
-        batch[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
+        if not isinstance(values[0], torch.Tensor):
+            batch[key] = values
+            continue
+        if any(v.shape[-2:] != (height, width) for v in values):
+            fill = ignore_index if key == "mask" else 0
+            values = [F.pad(v, (0, width - v.shape[-1], 0, height - v.shape[-2]), value=fill) for v in values]
+        batch[key] = torch.stack(values)
     return batch
 
 
@@ -78,8 +91,13 @@ class SegDataModule(pl.LightningDataModule):
                 f"dataset '{self.dataset_cfg.get('name')}' has no '{split}' split in its config "
                 f"(dataset.{split}); choose one of {[s for s in ('train', 'val', 'test') if self.dataset_cfg.get(s)]}"
             )
-        return instantiate(self.dataset_cfg[split], transform=transform, skip_bad=self.skip_bad,
-                           target_fn=self.target_fn if split == "train" else None)
+        try:
+            return instantiate(self.dataset_cfg[split], transform=transform, skip_bad=self.skip_bad,
+                               target_fn=self.target_fn if split == "train" else None)
+        except InstantiationException as err:  # show the dataset's own message, not Hydra's wrapper
+            if isinstance(err.__cause__, (DatasetError, FileNotFoundError)):
+                raise err.__cause__ from None
+            raise
 
     def setup(self, stage: str | None = None) -> None:
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage or "fit", ("val",))
@@ -122,7 +140,8 @@ class SegDataModule(pl.LightningDataModule):
         return DataLoader(
             self.datasets[split], batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
             pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
-            prefetch_factor=self.prefetch_factor, collate_fn=collate, drop_last=split == "train",
+            prefetch_factor=self.prefetch_factor,
+            collate_fn=functools.partial(collate, ignore_index=int(self.dataset_cfg.get("ignore_index", 255))), drop_last=split == "train",
         )
 
     def train_dataloader(self) -> DataLoader:

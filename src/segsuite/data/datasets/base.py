@@ -111,7 +111,8 @@ class SegDataset(Dataset):
             return {"image": image, "mask": mask, "name": name}
         if seed is not None and hasattr(self.transform, "set_random_seed"):
             self.transform.set_random_seed(seed)
-        out = self.transform(image=image, mask=mask)
+        # uint8 masks augment 1.5-2x faster than int64 (labels are <= 255 by contract)
+        out = self.transform(image=image, mask=mask.astype(np.uint8))
         image_t = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1), dtype=np.float32))
         mask_np = np.asarray(out["mask"], dtype=np.int64)
         item: dict[str, Any] = {"image": image_t, "mask": torch.from_numpy(mask_np), "name": name}

@@ -1,0 +1,5 @@
+"""Lightning callbacks of segsuite."""
+
+from segsuite.callbacks.interrupt import StopAfterEpochs
+
+__all__ = ["StopAfterEpochs"]

@@ -1,0 +1,112 @@
+"""End-to-end: the training entry point, resume, evaluate, loggers and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from runs import TINY, metrics, run_module, train
+
+
+def _val_rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "csv" / "metrics.csv") as fh:
+        return [r for r in csv.DictReader(fh) if r.get("val/mIoU")]
+
+
+def test_default_train_writes_run_dir_checkpoints_and_metrics(tmp_path):
+    run = tmp_path / "run"
+    proc = train(run)
+    assert "run directory:" in proc.stdout and "Final validation metrics" in proc.stdout
+    assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / "config.yaml").is_file()
+    m = metrics(run)
+    for key in ("val/mIoU", "val/mIoU_best", "val/mAcc", "val/aAcc", "val/fwIoU", "test/mIoU",
+                "val/IoU/background", "train/loss_epoch"):
+        assert key in m, key
+    assert 0.0 <= m["val/mIoU"] <= 1.0
+    facts = json.loads((run / "run_facts.json").read_text())
+    assert facts == {"global_batch_size": 4, "world_size": 1, "seed": 42}
+    rows = _val_rows(run)
+    assert len(rows) == 2
+    assert float(rows[-1]["val/mIoU_best"]) == pytest.approx(max(float(r["val/mIoU"]) for r in rows))
+    header = open(run / "csv" / "metrics.csv").readline()
+    assert "lr-AdamW/head" in header
+    ckpt = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    info = ckpt["segsuite"]
+    assert info["class_names"][0] == "background" and len(info["palette"]) == 6
+    assert info["config"]["model"]["_target_"] == "segsuite.models.unet.UNet"
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
+    common = ["trainer.deterministic=true", "trainer.max_epochs=3", "test=false"]
+    full = tmp_path / "full"
+    train(full, *common)
+    part = tmp_path / "part"
+    train(part, *common, "+callbacks.stop._target_=segsuite.callbacks.StopAfterEpochs", "+callbacks.stop.epochs=1")
+    assert len(_val_rows(part)) == 1
+    resumed = tmp_path / "resumed"
+    train(resumed, *common, f"ckpt_path={part / 'checkpoints' / 'last.ckpt'}")
+    a = torch.load(full / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    b = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 12
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    assert a["optimizer_states"][0]["param_groups"][0]["lr"] == b["optimizer_states"][0]["param_groups"][0]["lr"]
+    full_rows, resumed_rows = _val_rows(full), _val_rows(resumed)
+    assert [r["val/mIoU"] for r in full_rows[1:]] == [r["val/mIoU"] for r in resumed_rows]
+    assert metrics(full)["val/mIoU_best"] == metrics(resumed)["val/mIoU_best"]
+
+
+def test_evaluate_reproduces_validation_metrics_from_checkpoint_alone(tmp_path):
+    run = tmp_path / "run"
+    train(run, "test=false")
+    best = run / "checkpoints" / "best.ckpt"
+    ckpt = torch.load(best, map_location="cpu", weights_only=True)
+    best_score = next(v["best_model_score"] for k, v in ckpt["callbacks"].items() if "ModelCheckpoint" in k)
+    out = tmp_path / "eval"
+    proc = run_module("evaluate", [f"ckpt_path={best}", f"hydra.run.dir={out}", "num_workers=0",
+                                   "trainer.enable_progress_bar=false"], cwd=tmp_path)
+    assert "mIoU" in proc.stdout
+    assert json.loads((out / "metrics.json").read_text())["val/mIoU"] == pytest.approx(float(best_score), abs=1e-4)
+
+
+def test_debug_overlays_and_other_loggers(tmp_path):
+    run = tmp_path / "fdr"
+    train(run, "debug=fdr")
+    assert not (run / "checkpoints").exists()  # fast_dev_run writes no checkpoints
+    run = tmp_path / "many"
+    train(run, "debug=limit", "logger=many", "test=false")
+    assert list((run / "tensorboard").rglob("events.out.tfevents*"))
+    assert list((run / "wandb").glob("offline-run-*"))
+    assert (run / "csv" / "metrics.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.base_chanels=8", "base_chanels"),           # typo in a key
+        ("model=unett", "unet"),                            # unknown option: the choices are listed
+        ("ckpt_path=/nonexistent/x.ckpt", "/nonexistent/x.ckpt"),
+    ],
+)
+def test_bad_overrides_fail_before_work_naming_the_key(tmp_path, override, message):
+    proc = train(tmp_path / "bad", override, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr + proc.stdout
+    assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+def test_evaluate_requires_a_checkpoint(tmp_path):
+    proc = run_module("evaluate", [f"hydra.run.dir={tmp_path / 'e'}"], cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and "ckpt_path" in proc.stderr + proc.stdout
+
+
+def test_runs_never_share_a_directory(tmp_path):
+    proc = run_module("train", TINY + ["debug=fdr", "hydra/job_logging=disabled"], cwd=tmp_path)
+    proc = run_module("train", TINY + ["debug=fdr"], cwd=tmp_path)
+    runs = list((tmp_path / "outputs" / "debug" / "runs").iterdir())
+    assert len(runs) == 2
