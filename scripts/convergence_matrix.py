@@ -1,0 +1,93 @@
+#!/usr/bin/env python
+"""Train every loss (or every architecture) on the built-in dataset with one fixed budget.
+
+    python scripts/convergence_matrix.py losses   [--epochs 6] [--extra key=value ...]
+    python scripts/convergence_matrix.py models   [--epochs 6] [--only unet,pspnet]
+
+Each entry is a real `python -m segsuite.train` run (same data, seed, schedule and budget);
+the script collects val/mIoU_best and wall time, and writes `outputs/convergence_<kind>.{json,md}`.
+Chance level on the default 6-class synthetic data is an mIoU of about 1/(2*6) ~ 0.08.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LOSSES = ["ce", "focal", "dpce", "dice", "gdice", "ce_dice", "iou", "tversky", "focal_tversky", "lovasz",
+          "boundary", "hausdorff", "combo", "ell"]
+# Every architecture with a small backbone/width so the matrix fits a CPU budget; the
+# architecture-defining design (heads, skips, unpooling, dilation) is unchanged.
+MODELS = {
+    "unet": ["model=unet"],
+    "enet": ["model=enet"],
+    "segnet": ["model=segnet"],
+    "fcn8s": ["model=fcn8s"],
+    "pspnet": ["model=pspnet", "model.backbone=resnet18"],
+    "deeplabv3plus": ["model=deeplabv3plus", "model.backbone=resnet18"],
+    "upernet": ["model=upernet", "model.backbone=resnet18"],
+    "gcn": ["model=gcn", "model.backbone=resnet18"],
+    "duc_hdc": ["model=duc_hdc", "model.backbone=resnet18"],
+}
+COMMON = ["print_config=false", "trainer.enable_progress_bar=false", "test=false", "logger=csv"]
+
+
+def run(name: str, overrides: list[str], out_root: Path) -> dict:
+    run_dir = out_root / name
+    cmd = [sys.executable, "-m", "segsuite.train", *COMMON, *overrides, f"hydra.run.dir={run_dir}"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "WANDB_MODE": "offline"})
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        print(proc.stderr[-3000:], file=sys.stderr)
+        return {"name": name, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed",
+                "seconds": seconds}
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {"name": name, "val_mIoU_best": metrics["val/mIoU_best"], "val_mIoU_last": metrics["val/mIoU"],
+            "seconds": round(seconds, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("kind", choices=["losses", "models"])
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--only", default="", help="comma-separated subset")
+    parser.add_argument("--extra", nargs="*", default=[], help="extra overrides for every run")
+    parser.add_argument("--out", default=str(REPO / "outputs"))
+    args = parser.parse_args()
+
+    budget = [f"trainer.max_epochs={args.epochs}", *args.extra]
+    if args.kind == "losses":
+        entries = {name: [f"loss={name}"] for name in LOSSES}
+    else:
+        entries = dict(MODELS)
+    if args.only:
+        entries = {k: v for k, v in entries.items() if k in args.only.split(",")}
+    out_root = Path(args.out) / f"convergence_{args.kind}" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    results = []
+    for name, overrides in entries.items():
+        result = run(name, overrides + budget, out_root)
+        print(json.dumps(result), flush=True)
+        results.append(result)
+
+    lines = [f"| {args.kind[:-1]} | val mIoU (best) | val mIoU (last) | time (s) |", "|---|---|---|---|"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['name']} | failed: {r['error']} | | {r['seconds']:.0f} |")
+        else:
+            lines.append(f"| {r['name']} | {r['val_mIoU_best']:.3f} | {r['val_mIoU_last']:.3f} | {r['seconds']:.0f} |")
+    table = "\n".join(lines)
+    (out_root / "results.json").write_text(json.dumps({"budget": budget, "results": results}, indent=2))
+    (out_root / "results.md").write_text(f"Budget: `{' '.join(budget)}`\n\n{table}\n")
+    print(table)
+    print(f"written to {out_root}")
+
+
+if __name__ == "__main__":
+    main()
