@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from segsuite.losses.class_weights import has_auto_weights, resolve_auto_weights
 from segsuite.utils.config import check_required, print_config_tree, save_resolved
 from segsuite.utils.instantiate import close_loggers, instantiate_callbacks, instantiate_loggers
 from segsuite.utils.paths import config_dir
@@ -33,9 +34,7 @@ def build_components(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.Lightn
     datamodule = instantiate(cfg.data, dataset=cfg.dataset, augmentation=cfg.augmentation, _recursive_=False)
     net = instantiate(cfg.model)
     loss_cfg = cfg.loss
-    if "auto" in OmegaConf.to_yaml(loss_cfg):
-        from segsuite.losses.class_weights import resolve_auto_weights
-
+    if has_auto_weights(loss_cfg):
         loss_cfg = resolve_auto_weights(
             loss_cfg, datamodule.build_dataset("train"), Path(cfg.paths.data_dir) / ".segsuite_cache",
             method=cfg.class_weights_method,

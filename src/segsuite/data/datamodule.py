@@ -80,6 +80,7 @@ class SegDataModule(pl.LightningDataModule):
         self.prefetch_factor = prefetch_factor if num_workers > 0 else None
         self.seed = seed
         self.skip_bad = skip_bad
+        # Extra per-pixel targets a loss asks for (e.g. distance maps), computed in the workers.
         self.target_fn: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None
         self.datasets: dict[str, SegDataset] = {}
 
@@ -93,7 +94,7 @@ class SegDataModule(pl.LightningDataModule):
             )
         try:
             return instantiate(self.dataset_cfg[split], transform=transform, skip_bad=self.skip_bad,
-                               target_fn=self.target_fn if split == "train" else None)
+                               target_fn=self.target_fn)
         except InstantiationException as err:  # show the dataset's own message, not Hydra's wrapper
             if isinstance(err.__cause__, (DatasetError, FileNotFoundError)):
                 raise err.__cause__ from None
