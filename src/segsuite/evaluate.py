@@ -21,6 +21,9 @@ from segsuite.checkpoint import build_net, load_checkpoint, run_config
 from segsuite.utils.config import check_required
 from segsuite.utils.instantiate import close_loggers
 from segsuite.utils.paths import config_dir
+from segsuite.utils.resolvers import register_resolvers
+
+register_resolvers()
 from segsuite.utils.reporting import format_scores
 
 log = logging.getLogger("segsuite.evaluate")
