@@ -156,3 +156,19 @@ def test_missing_split_in_config_is_named(compose_cfg):
     dm = SegDataModule(dataset, cfg.augmentation)
     with pytest.raises(KeyError, match="no 'test' split"):
         dm.build_dataset("test")
+
+
+def test_collate_pads_images_masks_and_maps_but_not_vectors():
+    from segsuite.data.datamodule import collate
+
+    items = [
+        {"image": torch.ones(3, 2, 3), "mask": torch.zeros(2, 3, dtype=torch.long), "maps": torch.ones(4, 2, 3),
+         "ids": torch.arange(4), "name": "a"},
+        {"image": torch.ones(3, 4, 2), "mask": torch.ones(4, 2, dtype=torch.long), "maps": torch.ones(4, 4, 2),
+         "ids": torch.arange(4), "name": "b"},
+    ]
+    batch = collate(items, ignore_index=255)
+    assert batch["image"].shape == (2, 3, 4, 3) and batch["maps"].shape == (2, 4, 4, 3)
+    assert batch["mask"][0, 2:].eq(255).all() and batch["mask"][1, :, 2:].eq(255).all()
+    assert batch["mask"][0, :2].eq(0).all() and batch["image"][0, :, 2:].eq(0).all()
+    assert batch["ids"].shape == (2, 4) and batch["name"] == ["a", "b"]

@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 def collate(items: list[dict[str, Any]], ignore_index: int = 255) -> dict[str, Any]:
     """Stack tensors (names stay a list). Images of different sizes (validation on full images of
     VOC, ADE20K, COCO) are padded at the bottom/right: images with 0, masks with `ignore_index`,
-    so padding never counts in metrics or losses."""
+    so padding never counts in metrics or losses. Per-pixel extras (distance maps) pad with 0;
+    tensors without spatial dims (e.g. class-id lists) are stacked as they are."""
     batch: dict[str, Any] = {}
     height = max(item["image"].shape[-2] for item in items)
     width = max(item["image"].shape[-1] for item in items)
@@ -34,7 +35,7 @@ def collate(items: list[dict[str, Any]], ignore_index: int = 255) -> dict[str, A
         if not isinstance(values[0], torch.Tensor):
             batch[key] = values
             continue
-        if any(v.shape[-2:] != (height, width) for v in values):
+        if values[0].ndim >= 2 and any(v.shape[-2:] != (height, width) for v in values):
             fill = ignore_index if key == "mask" else 0
             values = [F.pad(v, (0, width - v.shape[-1], 0, height - v.shape[-2]), value=fill) for v in values]
         batch[key] = torch.stack(values)
