@@ -23,6 +23,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def describe(ckpt: dict[str, Any]) -> str:
+    """`'segsuite.models.unet.UNet with 6 classes'`: the checkpoint's architecture and class count."""
+    model = ckpt["segsuite"]["config"]["model"]
+    return f"{model.get('_target_')} with {ckpt['segsuite']['num_classes']} classes"
+
+
+def check_num_classes(ckpt: dict[str, Any], num_classes: int, source: str) -> None:
+    """Raise if `source` (e.g. the dataset config) has a different class count than the checkpoint."""
+    if int(num_classes) != int(ckpt["segsuite"]["num_classes"]):
+        raise ValueError(
+            f"the checkpoint holds {describe(ckpt)}, but {source} has {num_classes} classes; use a checkpoint "
+            f"trained on this dataset, or evaluate on the dataset the checkpoint was trained on"
+        )
+
+
 def run_config(ckpt: dict[str, Any]) -> DictConfig:
     """The resolved training config stored in the checkpoint."""
     return OmegaConf.create(ckpt["segsuite"]["config"])
@@ -44,5 +59,11 @@ def build_net(ckpt: dict[str, Any], model_cfg: DictConfig | None = None) -> nn.M
     cfg = OmegaConf.merge(cfg, {"pretrained": None} if "pretrained" in cfg else {})
     net = instantiate(cfg)
     state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    net.load_state_dict(state, strict=True)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(
+            f"the checkpoint's weights do not fit its stored model config ({stored.get('_target_')} with "
+            f"{stored.get('num_classes')} classes): {str(err).splitlines()[0]} ..."
+        ) from err
     return net
