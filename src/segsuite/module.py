@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torchmetrics import MaxMetric
 
+from segsuite.inference import Inferencer
 from segsuite.metrics import SegmentationMetrics
 from segsuite.optim import build_optimizer
 
@@ -36,6 +37,8 @@ class SegmentationModule(pl.LightningModule):
         ignore_index: label that counts nowhere.
         channels_last: keep the model and inputs in channels_last memory format.
         compile: wrap the model with `torch.compile`.
+        inference: how validation/test predict (`segsuite.inference.Inferencer`, `conf/tta/*.yaml`);
+            None = one whole-image forward pass.
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class SegmentationModule(pl.LightningModule):
         ignore_index: int = 255,
         channels_last: bool = False,
         compile: bool = False,
+        inference: Inferencer | None = None,
     ) -> None:
         super().__init__()
         self.net = net
@@ -70,6 +74,9 @@ class SegmentationModule(pl.LightningModule):
         self.ignore_index = ignore_index
         self.channels_last = channels_last
         self.compile = compile
+        self.inference = inference if inference is not None else Inferencer()
+        # Scores of the latest validation/test batch, read by evaluate's callbacks (confusion matrix, saved predictions).
+        self.last_eval_logits: torch.Tensor | None = None
         self.val_metrics = SegmentationMetrics(num_classes, ignore_index)
         self.test_metrics = SegmentationMetrics(num_classes, ignore_index)
         self.val_miou_best = MaxMetric()
@@ -77,14 +84,16 @@ class SegmentationModule(pl.LightningModule):
         # Set by the entry point: the resolved run config, class names, palette and
         # normalisation, stored in every checkpoint so evaluate/predict need nothing else.
         self.run_info: dict[str, Any] | None = None
-        self._forward_net: nn.Module = net
+        # What forward() calls: `net`, or its torch.compile wrapper. Kept out of the submodule
+        # registry so checkpoints hold the weights once, under `net.*`, compiled or not.
+        object.__setattr__(self, "_forward_net", net)
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
 
     # -- setup ------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         if self.compile and stage == "fit" and self._forward_net is self.net:
-            self._forward_net = torch.compile(self.net)
+            object.__setattr__(self, "_forward_net", torch.compile(self.net))
 
     def on_fit_start(self) -> None:
         total = sum(p.numel() for p in self.net.parameters())
@@ -117,9 +126,8 @@ class SegmentationModule(pl.LightningModule):
         return loss
 
     def _eval_step(self, batch: dict[str, Any], metrics: SegmentationMetrics, stage: str) -> None:
-        logits = self(batch["image"])
-        if isinstance(logits, (tuple, list)):
-            logits = logits[0]
+        logits = self.inference(self, batch["image"])
+        self.last_eval_logits = logits.detach()
         extras = {k: v for k, v in batch.items() if k not in EXTRA_BATCH_KEYS_EXCLUDED}
         loss = self.criterion(logits, batch["mask"], **extras)
         metrics.update(logits.detach(), batch["mask"])
