@@ -7,9 +7,13 @@ returns the optimised metric (for Hydra sweepers such as Optuna).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import math
+import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +21,9 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from hydra.types import RunMode
+from hydra.utils import get_original_cwd, instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from segsuite.losses.class_weights import has_auto_weights, resolve_auto_weights
 from segsuite.utils.config import check_required, print_config_tree, save_resolved
@@ -77,6 +82,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test as configured; return all logged metrics (floats)."""
     check_required(cfg)
     _check_ckpt(cfg.get("ckpt_path"))
+    _group_sweep_runs(cfg)
     output_dir = Path(cfg.paths.output_dir)
     if (output_dir / "checkpoints").exists() and any((output_dir / "checkpoints").iterdir()):
         raise FileExistsError(f"{output_dir} already holds checkpoints of another run; refusing to overwrite them")
@@ -89,13 +95,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     run_facts = {"global_batch_size": int(cfg.data.batch_size) * int(trainer.accumulate_grad_batches),
                  "world_size": trainer.world_size, "seed": cfg.seed}
+    module.run_info["run_facts"] = {**run_facts, "precision": str(trainer.precision),
+                                    "per_device_batch_size": int(cfg.data.batch_size) // max(trainer.world_size, 1)}
     if trainer.is_global_zero:
         if cfg.get("print_config"):
             print_config_tree(cfg, save_to=output_dir / "config_tree.log")
         save_resolved(cfg, output_dir / "config.yaml")
         (output_dir / "run_facts.json").write_text(json.dumps(run_facts, indent=2))
     for logger in loggers:
-        logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "run": run_facts})
+        logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "run": module.run_info["run_facts"]})
 
     metrics: dict[str, Any] = {}
     if cfg.get("train"):
@@ -125,21 +133,114 @@ def _floats(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, torch.Tensor)) and torch.as_tensor(v).numel() == 1}
 
 
-def run_task(task, cfg: DictConfig) -> dict[str, Any]:
-    """Run `task(cfg)`; log failures with the output directory; always close loggers."""
+FAILURE_MARKER = "FAILED"
+
+
+def _in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _group_sweep_runs(cfg: DictConfig) -> None:
+    """In a multirun, a W&B logger without a group gets the sweep directory's name as group."""
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    if _in_multirun() and wandb_cfg is not None and wandb_cfg.get("group") is None:
+        with open_dict(cfg):
+            wandb_cfg.group = Path(HydraConfig.get().sweep.dir).name
+
+
+def run_task(task, cfg: DictConfig) -> dict[str, Any] | None:
+    """Run `task(cfg)`; log failures with the output directory; always close loggers.
+
+    A single run re-raises the failure. A job of a multirun (sweep) logs it, writes a `FAILED`
+    file with the traceback into its directory and returns None, so the other jobs still run.
+    """
     try:
-        return task(cfg)
+        with _job_scoped_distributed_env():
+            return task(cfg)
     except Exception:
-        log.exception("run failed; its outputs are in %s", HydraConfig.get().runtime.output_dir)
-        raise
+        output_dir = HydraConfig.get().runtime.output_dir
+        log.exception("run failed; its outputs are in %s", output_dir)
+        if not _in_multirun():
+            raise
+        Path(output_dir, FAILURE_MARKER).write_text(traceback.format_exc())
+        print(f"job failed (sweep continues); traceback in {Path(output_dir, FAILURE_MARKER)}", file=sys.stderr)
+        return None
     finally:
         close_loggers()
 
 
+# Set by Lightning's DDP launcher in the launching process (and left there after the run).
+_DDP_LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@contextlib.contextmanager
+def _job_scoped_distributed_env():
+    """Undo what a DDP run leaves in its launching process (process group, launcher env vars),
+    so the next job of a multirun in the same process launches its own processes afresh."""
+    saved = {key: os.environ.get(key) for key in _DDP_LAUNCH_ENV}
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _ddp_child_command(local_rank: int) -> tuple[list[str], str]:
+    """The command Lightning's DDP launcher runs for rank `local_rank` under Hydra.
+
+    Lightning's own version re-runs `sys.argv`, which in a multirun (`-m`, Optuna, submitit)
+    would start the whole sweep again in every child. This one re-runs *this job* as a single run
+    in the job's directory: its own overrides, no Hydra output subdir (rank zero wrote it).
+    """
+    hydra_cfg = HydraConfig.get()
+    logging_keys = ("hydra/job_logging", "hydra/hydra_logging", "hydra.verbose")
+    logging_overrides = [o for o in hydra_cfg.overrides.hydra if o.split("=", 1)[0].lstrip("+~") in logging_keys]
+    command = [sys.executable, "-m", "segsuite.train", f"--config-name={hydra_cfg.job.config_name}",
+               *hydra_cfg.overrides.task, *logging_overrides,
+               f'hydra.run.dir="{hydra_cfg.runtime.output_dir}"', f"hydra.job.name=train_ddp_process_{local_rank}",
+               "hydra.output_subdir=null", "hydra.mode=RUN"]
+    return command, get_original_cwd()
+
+
+def _use_job_command_for_ddp_children() -> None:
+    from pytorch_lightning.strategies.launchers import subprocess_script
+
+    subprocess_script._hydra_subprocess_cmd = _ddp_child_command
+
+
+def suggest_loss_params(cfg: DictConfig, trial: Any) -> None:
+    """Optuna `custom_search_space` hook: suggest the parameters of the loss this trial uses.
+
+    The loss is the trial's `loss` parameter (or the fixed `loss=` choice); its ranges come from
+    `sweep_loss_params.<loss>.<param>` in the config (see conf/hparams_search/optuna.yaml):
+    `{low, high, log}` suggests a float, `{choices: [...]}` a categorical value. A loss without
+    an entry is searched without parameters.
+    """
+    loss = trial.params.get("loss") or trial.user_attrs.get("loss") or cfg.hydra.runtime.choices.get("loss")
+    ranges = (cfg.get("sweep_loss_params") or {}).get(loss) or {}
+    for param, spec in ranges.items():
+        name = f"loss.{param}"
+        if "choices" in spec:
+            trial.suggest_categorical(name, list(spec.choices))
+        elif "low" in spec and "high" in spec:
+            trial.suggest_float(name, float(spec.low), float(spec.high), log=bool(spec.get("log", False)))
+        else:
+            raise ValueError(f"sweep_loss_params.{loss}.{param} must have `low` and `high` (float) or "
+                             f"`choices` (categorical); got {OmegaConf.to_container(spec)}")
+
+
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns the optimised metric for sweepers."""
+    """Hydra entry point; returns the optimised metric for sweepers (None if the job failed)."""
+    _use_job_command_for_ddp_children()
     metrics = run_task(train, cfg)
+    if metrics is None:
+        return None
     name = cfg.get("optimized_metric")
     if not name:
         return None

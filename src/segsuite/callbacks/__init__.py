@@ -1,5 +1,8 @@
 """Lightning callbacks of segsuite."""
 
+from segsuite.callbacks.confusion import ConfusionMatrixLogger
+from segsuite.callbacks.images import ValidationImageLogger
 from segsuite.callbacks.interrupt import StopAfterEpochs
+from segsuite.callbacks.iou_table import IoUTableLogger
 
-__all__ = ["StopAfterEpochs"]
+__all__ = ["ConfusionMatrixLogger", "IoUTableLogger", "StopAfterEpochs", "ValidationImageLogger"]

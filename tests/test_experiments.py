@@ -1,0 +1,69 @@
+"""Paper recipes compose, name their published reference, and build their model and datamodule;
+torch.compile and channels_last train on CPU."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from runs import metrics, train
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+
+# (experiment, dataset, model class, backbone, total batch, iterations or None, lr)
+RECIPES = {
+    "cityscapes_pspnet_r50": ("cityscapes", "PSPNet", "resnet50", 8, 80000, 0.01),
+    "cityscapes_deeplabv3plus_r50": ("cityscapes", "DeepLabV3Plus", "resnet50", 8, 80000, 0.01),
+    "cityscapes_deeplabv3plus_r101": ("cityscapes", "DeepLabV3Plus", "resnet101", 8, 80000, 0.01),
+    "ade20k_upernet_r50": ("ade20k", "UPerNet", "resnet50", 16, 160000, 0.01),
+    "voc_aug_deeplabv3plus_r101": ("voc_aug", "DeepLabV3Plus", "resnet101", 16, 40000, 0.01),
+    "camvid_segnet": ("camvid", "SegNet", None, 12, None, 0.1),
+    "camvid_enet": ("camvid", "ENet", None, 10, None, 5e-4),
+}
+
+
+def test_every_experiment_file_is_a_known_recipe():
+    assert EXPERIMENTS == sorted(RECIPES)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_composes_and_builds_model_and_datamodule(compose_cfg, name):
+    text = (REPO / "conf" / "experiment" / f"{name}.yaml").read_text()
+    assert text.startswith("# @package _global_")
+    assert re.search(r"[Rr]eference .*mIoU.*\d\d\.\d", text), "the published reference mIoU is missing"
+    dataset, model_cls, backbone, batch, steps, lr = RECIPES[name]
+    cfg = compose_cfg("train", [f"experiment={name}"])
+    assert cfg.dataset.name == dataset and cfg.task_name == name
+    assert cfg.data.batch_size == batch and cfg.optimizer.lr == pytest.approx(lr)
+    if steps is not None:  # iteration-based: validation every N steps across epoch boundaries
+        assert cfg.trainer.max_steps == steps and cfg.trainer.max_epochs == -1
+        assert cfg.trainer.check_val_every_n_epoch is None and 0 < cfg.trainer.val_check_interval <= steps
+        assert cfg.trainer.sync_batchnorm is True
+    if backbone is not None:
+        assert cfg.model.backbone == backbone and str(cfg.model.pretrained).endswith(".pth")
+    datamodule = instantiate(cfg.data, dataset=cfg.dataset, augmentation=cfg.augmentation, _recursive_=False)
+    assert datamodule.batch_size == batch
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model_cfg.update({"pretrained": None} if "pretrained" in model_cfg else {})   # no download in tests
+    net = instantiate(model_cfg)
+    assert type(net).__name__ == model_cls and net.num_classes == cfg.dataset.num_classes
+    if name == "camvid_segnet":
+        net.eval()
+        with torch.no_grad():
+            assert net(torch.zeros(1, 3, 36, 48)).shape == (1, 11, 36, 48)
+
+
+@pytest.mark.slow
+def test_compile_and_channels_last_train_on_cpu(tmp_path):
+    run = tmp_path / "compiled"
+    train(run, "module.compile=true", "module.channels_last=true", "trainer.max_epochs=1", "test=false",
+          "trainer.precision=32-true")
+    assert 0.0 <= metrics(run)["val/mIoU"] <= 1.0
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    assert all(k.startswith("net.") or k.startswith("val_miou_best") for k in state)   # weights once, uncompiled names
