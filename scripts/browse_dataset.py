@@ -16,23 +16,8 @@ import numpy as np
 from hydra.utils import instantiate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from segsuite.utils.visualize import colorize, denormalise  # noqa: E402
 from verify_dataset import SCRIPT_KEYS, build_dataset, compose_dataset_config, parse_args  # noqa: E402
-
-IGNORE_COLOUR = np.array([255, 255, 255], dtype=np.uint8)
-
-
-def colour_mask(mask: np.ndarray, palette: np.ndarray, ignore_index: int) -> np.ndarray:
-    """RGB picture of a train-id mask (ignore drawn white)."""
-    table = np.tile(IGNORE_COLOUR, (256, 1))
-    table[: len(palette)] = palette
-    return table[np.where(mask == ignore_index, 255, mask).astype(np.int64)]
-
-
-def denormalise(image: np.ndarray, mean, std) -> np.ndarray:
-    """CHW float normalised image -> HWC uint8."""
-    hwc = image.transpose(1, 2, 0) * np.asarray(std) + np.asarray(mean)
-    return (np.clip(hwc, 0, 1) * 255 + 0.5).astype(np.uint8)
-
 
 def render(samples: list[tuple[np.ndarray, np.ndarray, str]], classes, palette, ignore_index: int, out: Path) -> Path:
     """Grid of `samples` (image uint8 HWC, mask int, name): image and mask side by side per row."""
@@ -48,7 +33,7 @@ def render(samples: list[tuple[np.ndarray, np.ndarray, str]], classes, palette, 
     for row, (image, mask, name) in enumerate(samples):
         axes[row, 0].imshow(image)
         axes[row, 0].set_title(name, fontsize=8)
-        axes[row, 1].imshow(colour_mask(mask, palette, ignore_index), interpolation="nearest")
+        axes[row, 1].imshow(colorize(mask, palette, ignore_index), interpolation="nearest")
         present |= set(np.unique(mask).tolist())
         for ax in axes[row]:  # keep the frame: padding (ignore) is white like the page
             ax.set_xticks([])

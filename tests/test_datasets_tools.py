@@ -56,10 +56,11 @@ def test_browse_dataset_writes_png_grid(tmp_path):
         assert image.format == "PNG" and image.size[0] > 100 and image.size[1] > 100
 
 
-def test_colour_mask_draws_palette_and_ignore():
-    browse = load_script("browse_dataset")
+def test_colorize_draws_palette_and_ignore():
+    from segsuite.utils.visualize import colorize
+
     palette = np.array([[1, 2, 3], [4, 5, 6]], dtype=np.uint8)
-    picture = browse.colour_mask(np.array([[0, 1, 255]]), palette, 255)
+    picture = colorize(np.array([[0, 1, 255]]), palette, 255)
     assert picture.tolist() == [[[1, 2, 3], [4, 5, 6], [255, 255, 255]]]
 
 

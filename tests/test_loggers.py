@@ -16,7 +16,7 @@ from PIL import Image
 
 import wandb_records
 from runs import metrics, train
-from segsuite.callbacks.visual import IGNORE_COLOUR, colourise, denormalise, image_grid
+from segsuite.utils.visualize import IGNORE_COLOUR, colorize, denormalise, image_grid
 
 
 def _val_split(run_dir: Path):
@@ -117,7 +117,7 @@ def test_drawing_helpers_invert_normalisation_colour_masks_and_tile_panels():
     assert np.array_equal(denormalise(normalised, mean, std), pixels.permute(1, 2, 0).numpy().astype(np.uint8))
 
     palette = np.array([[10, 20, 30], [40, 50, 60]], dtype=np.uint8)
-    coloured = colourise(np.array([[0, 1], [255, 1]]), palette, ignore_index=255)
+    coloured = colorize(np.array([[0, 1], [255, 1]]), palette, ignore_index=255)
     assert coloured[0, 0].tolist() == [10, 20, 30] and coloured[0, 1].tolist() == [40, 50, 60]
     assert tuple(coloured[1, 0]) == IGNORE_COLOUR
 

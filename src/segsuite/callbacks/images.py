@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 
 from segsuite.callbacks.targets import tensorboard_loggers, visual_loggers, wandb_loggers
-from segsuite.callbacks.visual import colourise, denormalise, image_grid
+from segsuite.utils.visualize import colorize, denormalise, image_grid
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class ValidationImageLogger(pl.Callback):
                 samples.append({
                     "name": str(item.get("name", index)), "image": denormalise(item["image"], mean, std),
                     "pred": pred, "gt": gt,
-                    "pred_rgb": colourise(pred, palette, ignore), "gt_rgb": colourise(gt, palette, ignore),
+                    "pred_rgb": colorize(pred, palette, ignore), "gt_rgb": colorize(gt, palette, ignore),
                 })
         finally:
             pl_module.train(was_training)

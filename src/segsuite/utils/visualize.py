@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
-IGNORE_COLOUR = (0, 0, 0)
+IGNORE_COLOUR = (255, 255, 255)  # ignored pixels (and ids without a colour) are drawn white
 
 
 def palette_array(palette: Sequence[Sequence[int]], num_classes: int) -> np.ndarray:
@@ -19,13 +20,40 @@ def palette_array(palette: Sequence[Sequence[int]], num_classes: int) -> np.ndar
     return colours[:num_classes]
 
 
-def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
-    """Class-id mask `[H,W]` -> RGB uint8 `[H,W,3]` via a 256-entry lookup (ids without a colour: black)."""
+def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]], ignore_index: int = 255) -> np.ndarray:
+    """Class-id mask `[H,W]` -> RGB uint8 `[H,W,3]` via a 256-entry lookup; `ignore_index` and ids
+    without a colour are drawn in `IGNORE_COLOUR`."""
     colours = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)[:256]
     lut = np.zeros((256, 3), dtype=np.uint8)
     lut[:] = IGNORE_COLOUR
     lut[: len(colours)] = colours
+    if 0 <= ignore_index < 256:
+        lut[ignore_index] = IGNORE_COLOUR
     return lut[np.clip(mask, 0, 255).astype(np.uint8)]
+
+
+def denormalise(image: torch.Tensor | np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """`[3,H,W]` normalised float image -> `[H,W,3]` uint8 RGB (inverse of albumentations.Normalize
+    with max_pixel_value=255: x = (pixel / 255 - mean) / std)."""
+    image = torch.as_tensor(image).detach().float().cpu()
+    mean_t = torch.as_tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    std_t = torch.as_tensor(std, dtype=torch.float32).view(3, 1, 1)
+    pixels = (image * std_t + mean_t) * 255.0
+    return pixels.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def image_grid(rows: Sequence[Sequence[np.ndarray]], gap: int = 2) -> np.ndarray:
+    """Tile `rows` of `[H,W,3]` uint8 panels into one `[H',W',3]` image (panels padded to the
+    largest size, `gap` black pixels between them)."""
+    height = max(panel.shape[0] for row in rows for panel in row)
+    width = max(panel.shape[1] for row in rows for panel in row)
+    columns = max(len(row) for row in rows)
+    grid = np.zeros((len(rows) * (height + gap) - gap, columns * (width + gap) - gap, 3), dtype=np.uint8)
+    for r, row in enumerate(rows):
+        for c, panel in enumerate(row):
+            top, left = r * (height + gap), c * (width + gap)
+            grid[top:top + panel.shape[0], left:left + panel.shape[1]] = panel
+    return grid
 
 
 def save_palette_png(mask: np.ndarray, palette: Sequence[Sequence[int]], path: Path) -> None:
