@@ -76,7 +76,8 @@ def main() -> None:
         print(json.dumps(result), flush=True)
         results.append(result)
 
-    lines = [f"| {args.kind[:-1]} | val mIoU (best) | val mIoU (last) | time (s) |", "|---|---|---|---|"]
+    label = {"losses": "loss", "models": "model"}[args.kind]
+    lines = [f"| {label} | val mIoU (best) | val mIoU (last) | time (s) |", "|---|---|---|---|"]
     for r in results:
         if "error" in r:
             lines.append(f"| {r['name']} | failed: {r['error']} | | {r['seconds']:.0f} |")
