@@ -1,0 +1,104 @@
+"""Smoke test of scripts/benchmark.py in its tiny mode: every section runs and the report adds up.
+
+No timing assertions (the machine is shared); the checks are on the structure of the report and
+on quantities that follow from the inputs by arithmetic.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def quick_run(benchmark, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    threads = torch.get_num_threads()
+    try:
+        results = benchmark.main(["--quick", "--models", "unet", "--threads", "1", "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    return results, out
+
+
+def test_quick_run_writes_json_and_markdown(quick_run):
+    results, out = quick_run
+    on_disk = json.loads((out / "benchmark.json").read_text())
+    assert set(on_disk) >= {"machine", "peak", "models", "data", "losses", "metrics", "loop", "slide", "targets"}
+    text = (out / "benchmark.md").read_text()
+    assert "| unet |" in text and "| camvid |" in text and "| hausdorff |" in text
+    assert on_disk["machine"]["torch"] == torch.__version__
+
+
+def test_model_row_arithmetic(quick_run):
+    results, _ = quick_run
+    (row,) = results["models"]
+    assert row["model"] == "unet" and row["crop"] == [64, 64]
+    # parameter count of the slim U-Net config, counted independently
+    from segsuite.models.unet import UNet
+
+    assert row["params_m"] == pytest.approx(sum(p.numel() for p in UNet(19, base_channels=16).parameters()) / 1e6)
+    # training costs more than inference: backward is about twice the forward
+    assert 2.0 * row["gflops_infer"] < row["gflops_train"] < 4.0 * row["gflops_infer"]
+    # fp32 and bf16, each with and without channels_last
+    combos = {(v["precision"], v["channels_last"]) for v in row["variants"]}
+    assert combos == {("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)}
+    for v in row["variants"]:
+        assert v["train_ips"] > 0 and v["infer_ips"] > 0
+        peak = row["peak"][v["precision"]]
+        assert v["train_peak"] == pytest.approx(v["train_ips"] * row["gflops_train"] / peak)
+
+
+def test_flop_count_of_one_convolution(benchmark):
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    x = torch.randn(1, 3, 10, 10)
+    # 2 FLOPs per multiply-add: out pixels * out channels * in channels * k*k
+    assert benchmark.count_flops(lambda: conv(x)) == 2 * 10 * 10 * 8 * 3 * 9
+
+
+def test_ratios_and_targets(quick_run):
+    results, _ = quick_run
+    ce = next(r for r in results["losses"]["rows"] if r["loss"] == "ce")
+    assert ce["loss_ratio"] == pytest.approx(1.0) and ce["step_ratio"] == pytest.approx(1.0)
+    assert {r["loss"] for r in results["losses"]["rows"]} == {"ce", "dpce", "boundary", "hausdorff"}
+    m = results["metrics"]
+    assert m["ratio"] == pytest.approx(m["update_ms"] / m["val_step_ms"])
+    s = results["slide"]
+    # 128x256 image, 64x128 windows, default stride = ceil(2/3 window): 3 x 3 windows
+    assert s["stride"] == [math.ceil(2 * 64 / 3), math.ceil(2 * 128 / 3)] and s["windows"] == 9
+    loop = results["loop"]
+    assert loop["ratio"] == pytest.approx(loop["loop_ips"] / loop["bare_ips"])
+    names = " ".join(t["target"] for t in results["targets"])
+    for key in ("Lightning loop", "dpce step", "metric update", "slide", "camvid pipeline"):
+        assert key in names
+    assert not any("unet train step" in t["target"] for t in results["targets"])  # U-Net reports, no target
+
+
+def test_confusion_matrix_forms_agree(benchmark):
+    from segsuite.metrics import confusion_matrix
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 5, (2, 7, 9), generator=g)
+    target[0, :2] = 255
+    preds = torch.randint(0, 5, (2, 7, 9), generator=g)
+    expected = torch.zeros(5, 5, dtype=torch.long)
+    for t, p in zip(target.flatten().tolist(), preds.flatten().tolist()):
+        if t != 255:
+            expected[t, p] += 1
+    assert torch.equal(confusion_matrix(preds, target, 5, 255), expected)
+    assert torch.equal(benchmark.confusion_matrix_reference(preds, target, 5, 255), expected)
