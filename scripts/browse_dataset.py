@@ -16,8 +16,10 @@ import numpy as np
 from hydra.utils import instantiate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from segsuite.utils.visualize import colorize, denormalise  # noqa: E402
-from verify_dataset import SCRIPT_KEYS, build_dataset, compose_dataset_config, parse_args  # noqa: E402
+from verify_dataset import SCRIPT_KEYS, build_dataset, compose_dataset_config, parse_args
+
+from segsuite.utils.visualize import colorize, denormalise
+
 
 def render(samples: list[tuple[np.ndarray, np.ndarray, str]], classes, palette, ignore_index: int, out: Path) -> Path:
     """Grid of `samples` (image uint8 HWC, mask int, name): image and mask side by side per row."""

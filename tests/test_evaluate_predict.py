@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from hydra import compose, initialize_config_dir
+from PIL import Image
 
 from runs import run_module, train
 from segsuite.checkpoint import build_net, load_checkpoint

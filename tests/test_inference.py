@@ -120,7 +120,7 @@ def test_multiscale_averages_probabilities_of_every_scale(mode):
     x = images(1, 20, 12)
     extra = {"crop_size": [40, 40]} if mode == "slide" else {}  # windows larger than the image: padded
     out = Inferencer(mode=mode, scales=[0.5, 1.0], flip=True, **extra)(SizeLogit(), x)
-    sigmoid = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    sigmoid = lambda v: 1 / (1 + math.exp(-v))
     expected = (sigmoid(1.0) + sigmoid(2.0)) / 2 if mode == "whole" else sigmoid(4.0)  # slide: padded to 40
     assert out.shape == (1, 2, 20, 12)
     assert torch.allclose(out.softmax(1)[0, 0], torch.full((20, 12), expected), atol=1e-6)

@@ -106,7 +106,7 @@ def test_evaluate_requires_a_checkpoint(tmp_path):
 
 
 def test_runs_never_share_a_directory(tmp_path):
-    proc = run_module("train", TINY + ["debug=fdr", "hydra/job_logging=disabled"], cwd=tmp_path)
-    proc = run_module("train", TINY + ["debug=fdr"], cwd=tmp_path)
+    run_module("train", TINY + ["debug=fdr"], cwd=tmp_path)
+    run_module("train", TINY + ["debug=fdr"], cwd=tmp_path)
     runs = list((tmp_path / "outputs" / "debug" / "runs").iterdir())
     assert len(runs) == 2

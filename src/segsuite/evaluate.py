@@ -31,11 +31,11 @@ from segsuite.metrics import confusion_matrix
 from segsuite.utils.config import check_required
 from segsuite.utils.instantiate import close_loggers
 from segsuite.utils.paths import config_dir
+from segsuite.utils.reporting import format_scores
 from segsuite.utils.resolvers import register_resolvers
 from segsuite.utils.visualize import save_confusion_matrix_png, save_palette_png
 
 register_resolvers()
-from segsuite.utils.reporting import format_scores  # noqa: E402
 
 log = logging.getLogger("segsuite.evaluate")
 OUTPUT_FILES = ("metrics.json", "per_class.csv", "confusion_matrix.png", "predictions")

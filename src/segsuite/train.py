@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import math
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -29,10 +29,10 @@ from segsuite.losses.class_weights import has_auto_weights, resolve_auto_weights
 from segsuite.utils.config import check_required, print_config_tree, save_resolved
 from segsuite.utils.instantiate import close_loggers, instantiate_callbacks, instantiate_loggers
 from segsuite.utils.paths import config_dir
+from segsuite.utils.reporting import format_scores
 from segsuite.utils.resolvers import register_resolvers
 
 register_resolvers()
-from segsuite.utils.reporting import format_scores
 
 log = logging.getLogger("segsuite.train")
 
