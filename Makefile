@@ -34,7 +34,7 @@ test: install ## Run the fast test suite
 test-slow: install ## Run the slow tests (full training runs, convergence checks)
 	$(PY) -m pytest -q -m slow $(ARGS)
 
-bench: install ## Run the benchmark harness (writes outputs/benchmark.{json,md})
+bench: install ## Run the benchmark harness (writes outputs/benchmark/benchmark.{json,md})
 	$(PY) scripts/benchmark.py $(ARGS)
 
 lint: install ## Lint with ruff
