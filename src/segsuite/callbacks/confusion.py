@@ -54,17 +54,14 @@ def confusion_figure(confmat: np.ndarray, class_names: Sequence[str], title: str
     return fig
 
 
-class ConfusionMatrixLogger(pl.Callback):
-    """Logs the pixel confusion matrix of every validation (and the test) epoch.
-
-    W&B: a confusion-matrix chart (`wandb/confusion_matrix/v1`, pixel counts) under
-    `<stage>/confusion_matrix` and a recall heatmap image under `<stage>/confusion_heatmap`.
-    TensorBoard: the heatmap as a figure. The matrix is the one the metrics use, summed over ranks.
-    """
+class ConfusionCallback(pl.Callback):
+    """Base of the callbacks that log something derived from the rank-reduced confusion matrix,
+    every `every_n_epochs` validations and (with `log_test`) at test time, for W&B/TensorBoard only.
+    Subclasses implement `log_confusion(trainer, pl_module, stage, confmat)` (rank zero only)."""
 
     def __init__(self, every_n_epochs: int = 1, log_test: bool = True) -> None:
         if every_n_epochs < 1:
-            raise ValueError(f"callbacks.confusion_matrix.every_n_epochs must be >= 1, got {every_n_epochs}")
+            raise ValueError(f"every_n_epochs must be >= 1 for {type(self).__name__}, got {every_n_epochs}")
         self.every_n_epochs = every_n_epochs
         self.log_test = log_test
         self._validations = 0
@@ -83,9 +80,26 @@ class ConfusionMatrixLogger(pl.Callback):
     def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if not visual_loggers(trainer):
             return
-        confmat = reduced_confusion_matrix(stage_metric(pl_module, stage)).numpy()
-        if not trainer.is_global_zero:
-            return
+        confmat = reduced_confusion_matrix(stage_metric(pl_module, stage))  # collective: every rank
+        if trainer.is_global_zero:
+            self.log_confusion(trainer, pl_module, stage, confmat)
+
+    def log_confusion(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str,
+                      confmat: torch.Tensor) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class ConfusionMatrixLogger(ConfusionCallback):
+    """Logs the pixel confusion matrix of every validation (and the test) epoch.
+
+    W&B: a confusion-matrix chart (`wandb/confusion_matrix/v1`, pixel counts) under
+    `<stage>/confusion_matrix` and a recall heatmap image under `<stage>/confusion_heatmap`.
+    TensorBoard: the heatmap as a figure. The matrix is the one the metrics use, summed over ranks.
+    """
+
+    def log_confusion(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str,
+                      confmat: torch.Tensor) -> None:
+        confmat = confmat.numpy()
         names = list(pl_module.class_names)
         fig = confusion_figure(confmat, names, f"{stage} confusion (row-normalised), step {trainer.global_step}")
         for logger in wandb_loggers(trainer):
