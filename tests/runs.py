@@ -35,3 +35,31 @@ def train(run_dir: Path, *overrides: str, tiny: bool = True, check: bool = True)
 
 def metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def val_rows(run_dir: Path) -> list[dict]:
+    """The CSV logger's rows that hold validation metrics."""
+    import csv
+
+    with open(run_dir / "csv" / "metrics.csv") as fh:
+        return [r for r in csv.DictReader(fh) if r.get("val/mIoU")]
+
+
+def assert_resume_equals_uninterrupted(tmp_path: Path, common: list[str]) -> tuple[Path, Path]:
+    """Train `full`; train `part` stopped after one epoch; resume it into `resumed`. Asserts the
+    resumed run ends with the same step, weights, learning rate and per-epoch val mIoU as `full`."""
+    import torch
+
+    full, part, resumed = tmp_path / "full", tmp_path / "part", tmp_path / "resumed"
+    train(full, *common)
+    train(part, *common, "+callbacks.stop._target_=segsuite.callbacks.StopAfterEpochs", "+callbacks.stop.epochs=1")
+    assert len(val_rows(part)) == 1
+    train(resumed, *common, f"ckpt_path={part / 'checkpoints' / 'last.ckpt'}")
+    a = torch.load(full / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    b = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert a["global_step"] == b["global_step"] > 0
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    assert a["optimizer_states"][0]["param_groups"][0]["lr"] == b["optimizer_states"][0]["param_groups"][0]["lr"]
+    assert [r["val/mIoU"] for r in val_rows(full)[1:]] == [r["val/mIoU"] for r in val_rows(resumed)]
+    return full, resumed

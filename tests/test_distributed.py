@@ -3,7 +3,6 @@ and the trainer options that change what a step is (precision, accumulation, cli
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
@@ -14,15 +13,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from runs import TINY, metrics, run_module, train
+from runs import TINY, assert_resume_equals_uninterrupted, metrics, run_module, train, val_rows
 from segsuite.checkpoint import build_net, load_checkpoint
 
 ODD_VAL = "dataset.val.num_images=5"  # 2 processes: shards of 3 and 2 images
-
-
-def _val_rows(run_dir: Path) -> list[dict]:
-    with open(run_dir / "csv" / "metrics.csv") as fh:
-        return [r for r in csv.DictReader(fh) if r.get("val/mIoU")]
 
 
 def _scores(values: dict) -> dict[str, float]:
@@ -63,7 +57,7 @@ def test_ddp_training_and_validation_of_a_checkpoint_equal_single_process(tmp_pa
     assert facts["world_size"] == 2 and facts["global_batch_size"] == 4
     assert (run / "train_ddp_process_1.log").is_file()          # rank 1 ran in this directory
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
-    assert len(_val_rows(run)) == 1
+    assert len(val_rows(run)) == 1
     ckpt = run / "checkpoints" / "best.ckpt"
     assert torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] == 4  # 16 images / global batch 4
 
@@ -101,21 +95,11 @@ def test_precision_accumulation_and_clipping_change_the_step_and_are_recorded(tm
 
 @pytest.mark.slow
 def test_ddp_run_resumes_from_its_last_checkpoint_like_an_uninterrupted_one(tmp_path):
-    common = ["trainer=ddp_cpu", "trainer.deterministic=true", "trainer.max_epochs=2", "test=false",
-              "trainer.precision=32-true"]
-    full = tmp_path / "full"
-    train(full, *common)
-    part = tmp_path / "part"
-    train(part, *common, "+callbacks.stop._target_=segsuite.callbacks.StopAfterEpochs", "+callbacks.stop.epochs=1")
-    assert len(_val_rows(part)) == 1
-    resumed = tmp_path / "resumed"
-    train(resumed, *common, f"ckpt_path={part / 'checkpoints' / 'last.ckpt'}")
-    a = torch.load(full / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    b = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert a["global_step"] == b["global_step"] == 2 * 16 // 4
-    for key, value in a["state_dict"].items():
-        assert torch.equal(value, b["state_dict"][key]), key
-    assert [r["val/mIoU"] for r in _val_rows(full)[1:]] == [r["val/mIoU"] for r in _val_rows(resumed)]
+    full, _ = assert_resume_equals_uninterrupted(
+        tmp_path, ["trainer=ddp_cpu", "trainer.deterministic=true", "trainer.max_epochs=2", "test=false",
+                   "trainer.precision=32-true"])
+    # 16 images, global batch 4 over 2 processes: 4 steps per epoch
+    assert torch.load(full / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2 * 16 // 4
 
 
 @pytest.mark.slow

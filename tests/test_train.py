@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from runs import TINY, metrics, run_module, train
-
-
-def _val_rows(run_dir: Path) -> list[dict]:
-    with open(run_dir / "csv" / "metrics.csv") as fh:
-        return [r for r in csv.DictReader(fh) if r.get("val/mIoU")]
+from runs import TINY, assert_resume_equals_uninterrupted, metrics, run_module, train, val_rows
 
 
 def test_default_train_writes_run_dir_checkpoints_and_metrics(tmp_path):
@@ -30,7 +23,7 @@ def test_default_train_writes_run_dir_checkpoints_and_metrics(tmp_path):
     assert 0.0 <= m["val/mIoU"] <= 1.0
     facts = json.loads((run / "run_facts.json").read_text())
     assert facts == {"global_batch_size": 4, "world_size": 1, "seed": 42}
-    rows = _val_rows(run)
+    rows = val_rows(run)
     assert len(rows) == 2
     assert float(rows[-1]["val/mIoU_best"]) == pytest.approx(max(float(r["val/mIoU"]) for r in rows))
     header = open(run / "csv" / "metrics.csv").readline()
@@ -42,22 +35,9 @@ def test_default_train_writes_run_dir_checkpoints_and_metrics(tmp_path):
 
 
 def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
-    common = ["trainer.deterministic=true", "trainer.max_epochs=3", "test=false"]
-    full = tmp_path / "full"
-    train(full, *common)
-    part = tmp_path / "part"
-    train(part, *common, "+callbacks.stop._target_=segsuite.callbacks.StopAfterEpochs", "+callbacks.stop.epochs=1")
-    assert len(_val_rows(part)) == 1
-    resumed = tmp_path / "resumed"
-    train(resumed, *common, f"ckpt_path={part / 'checkpoints' / 'last.ckpt'}")
-    a = torch.load(full / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    b = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert a["global_step"] == b["global_step"] == 12
-    for key, value in a["state_dict"].items():
-        assert torch.equal(value, b["state_dict"][key]), key
-    assert a["optimizer_states"][0]["param_groups"][0]["lr"] == b["optimizer_states"][0]["param_groups"][0]["lr"]
-    full_rows, resumed_rows = _val_rows(full), _val_rows(resumed)
-    assert [r["val/mIoU"] for r in full_rows[1:]] == [r["val/mIoU"] for r in resumed_rows]
+    full, resumed = assert_resume_equals_uninterrupted(
+        tmp_path, ["trainer.deterministic=true", "trainer.max_epochs=3", "test=false"])
+    assert torch.load(full / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3 * 16 // 4
     assert metrics(full)["val/mIoU_best"] == metrics(resumed)["val/mIoU_best"]
 
 
@@ -89,7 +69,7 @@ def test_debug_overlays_and_other_loggers(tmp_path):
     "override, message",
     [
         ("model.base_chanels=8", "base_chanels"),           # typo in a key
-        ("model=unett", "unet"),                            # unknown option: the choices are listed
+        ("model=unett", "deeplabv3plus"),                   # unknown option: the choices are listed
         ("ckpt_path=/nonexistent/x.ckpt", "/nonexistent/x.ckpt"),
     ],
 )
