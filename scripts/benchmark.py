@@ -55,7 +55,7 @@ CONF = REPO / "conf"
 sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]  # run from a checkout; tests/ has the tree builders
 
 from segsuite.losses import CrossEntropyLoss  # noqa: E402
-from segsuite.metrics import SegmentationMetrics, confusion_matrix  # noqa: E402
+from segsuite.metrics import SegmentationMetrics, confusion_matrix, scores_to_labels  # noqa: E402
 
 ARCHITECTURES = ["deeplabv3plus", "pspnet", "upernet", "gcn", "duc_hdc", "fcn8s", "segnet", "enet", "unet"]
 LOW_INTENSITY = {"enet", "unet"}  # excluded from the FLOP/s targets (tiny convs, memory-bound)
@@ -291,47 +291,41 @@ def rate_per_image(fn: Callable[[int], Any], count: int, min_seconds: float, ima
     return n * images_per_call / (time.process_time() - start)
 
 
-def uint8_item(dataset, pipeline, index: int, seed: int) -> dict[str, Any]:
-    """What a worker would ship if normalisation moved to the device: augmented uint8 CHW image, uint8 mask."""
-    image, mask, name = dataset.load_checked(index)
-    pipeline.set_random_seed(seed)
-    out = pipeline(image=image, mask=mask.astype(np.uint8))
-    return {"image": torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1))),
-            "mask": torch.from_numpy(np.ascontiguousarray(out["mask"])), "name": name}
-
-
 def bench_dataset(name: str, overrides: list[str], size: tuple[int, int], workdir: Path, args) -> dict[str, Any]:
-    """One worker: decode alone vs decode + train augmentation + normalise + to-tensor + collate."""
+    """One worker: decode alone vs decode + train augmentation + to-tensor + collate, as shipped.
+
+    Shipped (`data.normalize_on_device=true`): workers ship uint8 images and masks, and the
+    normalisation runs on the device after the transfer; its cost per image there is timed on its
+    own. Beside it, the pipeline that normalises in the worker (`normalize_on_device=false`).
+    """
     import dataset_trees as trees
     from test_datasets import compose
     from test_datasets_speed import rewrite_at_size
 
     from segsuite.data.datamodule import collate
+    from segsuite.data.transforms import split_off_normalize
 
     trees.BUILDERS[name](workdir)
     cfg = compose(name, workdir, overrides)
     raw = instantiate(cfg.dataset.train, transform=None)
     rewrite_at_size(raw, name, size)
-    augmented = instantiate(cfg.dataset.train, transform=instantiate(cfg.augmentation.train))
+    in_worker = instantiate(cfg.dataset.train, transform=instantiate(cfg.augmentation.train))
+    stripped, normalize = split_off_normalize(cfg.augmentation.train)
+    shipped = instantiate(cfg.dataset.train, transform=instantiate(stripped), uint8_output=normalize is not None)
     count = len(raw)
     batch = args.data_batch
 
-    def full(i: int) -> None:
-        collate([augmented[((i + k) % count, i * batch + k)] for k in range(batch)])
-
-    import albumentations as A
-
-    no_normalize = A.Compose([t for t in instantiate(cfg.augmentation.train).transforms if not isinstance(t, A.Normalize)])
-
-    def full_uint8(i: int) -> None:
-        collate([uint8_item(raw, no_normalize, (i + k) % count, i * batch + k) for k in range(batch)])
+    def loader(dataset) -> Callable[[int], dict[str, Any]]:
+        return lambda i: collate([dataset[((i + k) % count, i * batch + k)] for k in range(batch)])
 
     decode = rate_per_image(lambda i: raw[i], count, args.data_seconds)
-    pipeline = rate_per_image(full, count, args.data_seconds, images_per_call=batch)
-    pipeline_uint8 = rate_per_image(full_uint8, count, args.data_seconds, images_per_call=batch)
+    pipeline = rate_per_image(loader(shipped), count, args.data_seconds, images_per_call=batch)
+    pipeline_worker_norm = rate_per_image(loader(in_worker), count, args.data_seconds, images_per_call=batch)
+    images = loader(shipped)(0)["image"]
+    normalize_s = best_time(lambda: normalize(images), 1, 5, torch.device("cpu")) / batch if normalize else 0.0
     return {"dataset": name, "image": list(size), "crop": list(cfg.dataset.crop_size), "decode_ips": decode,
-            "pipeline_ips": pipeline, "ratio": pipeline / decode, "pipeline_uint8_ips": pipeline_uint8,
-            "ratio_uint8": pipeline_uint8 / decode}
+            "pipeline_ips": pipeline, "ratio": pipeline / decode, "pipeline_worker_norm_ips": pipeline_worker_norm,
+            "ratio_worker_norm": pipeline_worker_norm / decode, "device_normalize_ms": normalize_s * 1e3}
 
 
 def bench_data(args) -> list[dict[str, Any]]:
@@ -436,7 +430,13 @@ def confusion_matrix_reference(preds: torch.Tensor, target: torch.Tensor, num_cl
 
 
 def bench_metrics(args, device: torch.device) -> dict[str, Any]:
-    """Metric update (argmax + confusion matrix) vs a validation step (forward + loss + update)."""
+    """Metric update vs a validation step, both as `SegmentationModule._eval_step` runs them.
+
+    The validation step is forward + loss + prediction (`scores_to_labels`, the argmax) + metric
+    update; the prediction is computed once per batch and shared with evaluate's callbacks, so the
+    metric update is the confusion-matrix accumulation from labels. The argmax, and an update that
+    takes the scores (argmax inside), are reported beside it.
+    """
     crop = (args.loss_crop[0], args.loss_crop[1])
     torch.manual_seed(0)
     model = build_model(args.ref_model, args.num_classes, None).to(device).eval().to(memory_format=torch.channels_last)
@@ -446,29 +446,37 @@ def bench_metrics(args, device: torch.device) -> dict[str, Any]:
     metric = SegmentationMetrics(args.num_classes).to(device)
     with torch.inference_mode():
         logits = model(x).float()
+    preds = scores_to_labels(logits)
 
     def val_step():
         with torch.inference_mode():
             out = model(x).float()
             criterion(out, target)
-            metric.update(out, target)
+            metric.update(scores_to_labels(out), target)
 
     def update():
         with torch.inference_mode():
+            metric.update(preds, target)
+
+    def update_from_scores():
+        with torch.inference_mode():
             metric.update(logits, target)
 
-    preds = logits.argmax(1)
+    reps = max(args.iters, 5)
     val_s = best_time(val_step, args.warmup, args.iters, device)
-    update_s = best_time(update, args.warmup, max(args.iters, 5), device)
-    argmax_s = best_time(lambda: logits.argmax(1), args.warmup, max(args.iters, 5), device)
-    cm_s = best_time(lambda: confusion_matrix(preds, target, args.num_classes, 255), args.warmup, max(args.iters, 5), device)
+    update_s = best_time(update, args.warmup, reps, device)
+    update_scores_s = best_time(update_from_scores, args.warmup, reps, device)
+    argmax_s = best_time(lambda: scores_to_labels(logits), args.warmup, reps, device)
+    cm_s = best_time(lambda: confusion_matrix(preds, target, args.num_classes, 255), args.warmup, reps, device)
     cm_ref_s = best_time(lambda: confusion_matrix_reference(preds, target, args.num_classes, 255), args.warmup,
-                         max(args.iters, 5), device)
+                         reps, device)
     out = {"model": args.ref_model, "crop": list(crop), "batch": args.batch, "val_step_ms": val_s * 1e3,
-           "update_ms": update_s * 1e3, "argmax_ms": argmax_s * 1e3, "confusion_ms": cm_s * 1e3,
-           "confusion_boolean_index_ms": cm_ref_s * 1e3, "ratio": update_s / val_s}
+           "update_ms": update_s * 1e3, "update_from_scores_ms": update_scores_s * 1e3, "argmax_ms": argmax_s * 1e3,
+           "confusion_ms": cm_s * 1e3, "confusion_boolean_index_ms": cm_ref_s * 1e3, "ratio": update_s / val_s,
+           "ratio_from_scores": update_scores_s / val_s}
     print(f"  metric update {out['update_ms']:.2f} ms = {out['ratio']:.2%} of a validation step "
-          f"({out['val_step_ms']:.1f} ms); confusion {out['confusion_ms']:.2f} ms "
+          f"({out['val_step_ms']:.1f} ms); from scores (argmax inside) {out['update_from_scores_ms']:.2f} ms = "
+          f"{out['ratio_from_scores']:.2%}; confusion {out['confusion_ms']:.2f} ms "
           f"(boolean-index form {out['confusion_boolean_index_ms']:.2f} ms)", flush=True)
     return out
 
@@ -534,7 +542,7 @@ def _bench_loop(args, device: torch.device, workdir: Path) -> dict[str, Any]:
     # after the Lightning run (medians of both), so a change of machine load hits both sides alike
     net = module.net.to(device)
     datamodule.setup("fit")
-    batch = next(iter(datamodule.train_dataloader()))
+    batch = datamodule.to_model_input(next(iter(datamodule.train_dataloader())))
     x = batch["image"].to(device)
     if module.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -694,14 +702,16 @@ def markdown(results: dict[str, Any]) -> str:
                     f"| {v['infer_peak']:.0%} | {v['train_mem_mib']:.0f} | {v['infer_mem_mib']:.0f} |")
         lines.append("")
     if results.get("data"):
-        lines += ["Data pipelines, one worker (1 torch / 1 OpenCV thread), train split, images per CPU-second; the "
-                  "last two columns: the same pipeline without Normalize, shipping uint8 image and mask (normalised "
-                  "on the device instead):", "",
-                  "| dataset | image H×W | crop H×W | decode only | decode + augment + normalise + collate | ratio "
-                  "| uint8 pipeline + collate | ratio |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["Data pipelines, one worker (1 torch / 1 OpenCV thread), train split, images per CPU-second. "
+                  "Shipped: decode + augment + uint8 tensors + collate, normalised on the device after the transfer "
+                  "(its cost per image there in the next column, here on the CPU). Last two columns: the worker "
+                  "normalises and ships float32 (`data.normalize_on_device=false`).", "",
+                  "| dataset | image H×W | crop H×W | decode only | shipped pipeline | ratio | device normalise ms/img "
+                  "| worker-normalised pipeline | ratio |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['dataset']} | {r['image'][0]}×{r['image'][1]} | {r['crop'][0]}×{r['crop'][1]} | {r['decode_ips']:.1f} "
-                  f"| {r['pipeline_ips']:.1f} | {r['ratio']:.0%} | {r['pipeline_uint8_ips']:.1f} | {r['ratio_uint8']:.0%} |"
+                  f"| {r['pipeline_ips']:.1f} | {r['ratio']:.0%} | {r['device_normalize_ms']:.2f} "
+                  f"| {r['pipeline_worker_norm_ips']:.1f} | {r['ratio_worker_norm']:.0%} |"
                   for r in results["data"]]
         lines.append("")
     if results.get("losses"):
@@ -717,9 +727,11 @@ def markdown(results: dict[str, Any]) -> str:
     if "metrics" in results:
         r = results["metrics"]
         lines += [f"Metrics ({r['model']}, batch {r['batch']}, {r['crop'][0]}×{r['crop'][1]}): validation step "
-                  f"{r['val_step_ms']:.1f} ms, metric update {r['update_ms']:.2f} ms ({r['ratio']:.2%}): argmax "
-                  f"{r['argmax_ms']:.2f} ms + confusion matrix {r['confusion_ms']:.2f} ms (boolean-index form "
-                  f"{r['confusion_boolean_index_ms']:.2f} ms).", ""]
+                  f"(forward + loss + argmax + update) {r['val_step_ms']:.1f} ms; metric update from the step's "
+                  f"labels {r['update_ms']:.2f} ms ({r['ratio']:.2%}; confusion matrix {r['confusion_ms']:.2f} ms, "
+                  f"boolean-index form {r['confusion_boolean_index_ms']:.2f} ms). The prediction (argmax) "
+                  f"{r['argmax_ms']:.2f} ms; an update given the scores, argmax inside, "
+                  f"{r['update_from_scores_ms']:.2f} ms ({r['ratio_from_scores']:.2%}).", ""]
     if "loop" in results:
         r = results["loop"]
         lines += [f"Lightning loop ({r['model']}, batch {r['batch']}, {r['crop'][0]}×{r['crop'][1]}, {r['precision']}, "

@@ -172,3 +172,28 @@ def test_collate_pads_images_masks_and_maps_but_not_vectors():
     assert batch["mask"][0, 2:].eq(255).all() and batch["mask"][1, :, 2:].eq(255).all()
     assert batch["mask"][0, :2].eq(0).all() and batch["image"][0, :, 2:].eq(0).all()
     assert batch["ids"].shape == (2, 4) and batch["name"] == ["a", "b"]
+
+
+def test_per_sample_seeds_draw_each_transform_independently():
+    # With one generator per transform and the same seed for all (Compose.set_random_seed), both
+    # flips would be decided by the same first draw: always both or neither.
+    import albumentations as A
+
+    class Gradient(SyntheticShapes):
+        def load(self, index):
+            image = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
+            return image, np.zeros((8, 8), dtype=np.int64), str(index)
+
+    ds = Gradient(num_images=1, transform=A.Compose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]),
+                  uint8_output=True)
+    image = ds.load(0)[0].transpose(2, 0, 1)
+    outcomes = []
+    for seed in range(200):
+        out = ds[(0, seed)]["image"].numpy()
+        h = np.array_equal(out, image[:, :, ::-1]) or np.array_equal(out, image[:, ::-1, ::-1])
+        v = np.array_equal(out, image[:, ::-1, :]) or np.array_equal(out, image[:, ::-1, ::-1])
+        outcomes.append((h, v))
+        assert np.array_equal(out, ds[(0, seed)]["image"].numpy())  # still a pure function of the seed
+    assert set(outcomes) == {(False, False), (False, True), (True, False), (True, True)}
+    agree = sum(h == v for h, v in outcomes) / len(outcomes)
+    assert 0.35 < agree < 0.65

@@ -150,3 +150,12 @@ def test_every_tta_config_builds_and_predicts(name):
     if name in ("none", "slide"):  # a pointwise model: one view, windows or not, equals the plain forward
         with torch.no_grad():
             assert torch.allclose(out, net(x), atol=1e-5)
+
+
+def test_slide_of_a_channels_last_model_equals_its_contiguous_run():
+    net, x = conv_net(3), images(2, 19, 30)
+    slide = Inferencer(mode="slide", crop_size=[8, 12], stride=[5, 7], window_batch=3)
+    reference = slide(net, x)
+    net_cl = conv_net(3).to(memory_format=torch.channels_last)
+    out = slide(lambda t: net_cl(t.contiguous(memory_format=torch.channels_last)), x)
+    assert torch.allclose(out, reference, atol=1e-5)

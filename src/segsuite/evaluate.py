@@ -33,6 +33,7 @@ from segsuite.utils.instantiate import close_loggers
 from segsuite.utils.paths import config_dir
 from segsuite.utils.reporting import format_scores
 from segsuite.utils.resolvers import register_resolvers
+from segsuite.utils.threads import set_torch_threads
 from segsuite.utils.visualize import save_confusion_matrix_png, save_palette_png
 
 register_resolvers()
@@ -69,7 +70,7 @@ class EvalRecorder(pl.Callback):
         self.confmat = torch.zeros(num_classes, num_classes, dtype=torch.long)
 
     def _record(self, pl_module: pl.LightningModule, batch: dict[str, Any]) -> None:
-        preds = pl_module.last_eval_logits.argmax(dim=1)
+        preds = pl_module.last_eval_preds
         self.confmat += confusion_matrix(preds, batch["mask"].long(), self.num_classes, self.ignore_index).cpu()
         if self.save_dir is None:
             return
@@ -125,6 +126,7 @@ def write_per_class_csv(path: Path, class_names: Sequence[str], scores: dict[str
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate `cfg.ckpt_path` on `cfg.split` with `cfg.tta`; return the summary metrics."""
     check_required(cfg)
+    set_torch_threads(cfg.get("torch_threads"))
     if cfg.split not in ("val", "test"):
         raise ValueError(f"split={cfg.split!r}: expected 'val' or 'test'")
     out = Path(cfg.paths.output_dir)

@@ -6,6 +6,14 @@ import torch
 from torchmetrics import Metric
 
 
+def scores_to_labels(scores: torch.Tensor) -> torch.Tensor:
+    """Per-pixel class of `[N,C,H,W]` scores: the first maximal channel, as `argmax(dim=1)`.
+
+    `max(dim=1).indices` returns the same indices and is ~3x faster than `argmax` on CPU for NCHW.
+    """
+    return scores.max(dim=1).indices
+
+
 def confusion_matrix(preds: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
     """C x C counts, rows = ground truth, columns = prediction; ignored pixels are skipped.
 
@@ -70,7 +78,7 @@ class SegmentationMetrics(Metric):
         if preds.ndim == target.ndim + 1:
             if preds.shape[1] != self.num_classes:
                 raise ValueError(f"scores have {preds.shape[1]} channels but the metric has {self.num_classes} classes")
-            preds = preds.max(dim=1).indices  # same indices as argmax, ~3x faster on CPU
+            preds = scores_to_labels(preds)
         if preds.shape != target.shape:
             raise ValueError(f"prediction shape {tuple(preds.shape)} does not match target shape {tuple(target.shape)}")
         self.confmat += confusion_matrix(preds.long(), target.long(), self.num_classes, self.ignore_index)

@@ -12,7 +12,7 @@ from torch import nn
 from torchmetrics import MaxMetric
 
 from segsuite.inference import Inferencer
-from segsuite.metrics import SegmentationMetrics
+from segsuite.metrics import SegmentationMetrics, scores_to_labels
 from segsuite.optim import build_optimizer
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,10 @@ class SegmentationModule(pl.LightningModule):
         self.channels_last = channels_last
         self.compile = compile
         self.inference = inference if inference is not None else Inferencer()
-        # Scores of the latest validation/test batch, read by evaluate's callbacks (confusion matrix, saved predictions).
+        # Scores and predicted labels of the latest validation/test batch, read by evaluate's
+        # callbacks (confusion matrix, saved predictions).
         self.last_eval_logits: torch.Tensor | None = None
+        self.last_eval_preds: torch.Tensor | None = None
         self.val_metrics = SegmentationMetrics(num_classes, ignore_index)
         self.test_metrics = SegmentationMetrics(num_classes, ignore_index)
         self.val_miou_best = MaxMetric()
@@ -104,6 +106,10 @@ class SegmentationModule(pl.LightningModule):
         log.info("model parameters: %s total, %s trainable", f"{total:,}", f"{trainable:,}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.is_floating_point():
+            raise TypeError(f"the model got {x.dtype} images; it takes normalised float images. Batches from "
+                            f"SegDataModule are normalised in its on_after_batch_transfer: pass the datamodule "
+                            f"to the Trainer (fit/validate/test(..., datamodule=dm)), not its dataloaders")
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self._forward_net(x)
@@ -127,10 +133,11 @@ class SegmentationModule(pl.LightningModule):
 
     def _eval_step(self, batch: dict[str, Any], metrics: SegmentationMetrics, stage: str) -> None:
         logits = self.inference(self, batch["image"])
-        self.last_eval_logits = logits.detach()
+        # the prediction is computed once: metrics and evaluate's callbacks take the labels
+        self.last_eval_logits, self.last_eval_preds = logits.detach(), scores_to_labels(logits.detach())
         extras = {k: v for k, v in batch.items() if k not in EXTRA_BATCH_KEYS_EXCLUDED}
         loss = self.criterion(logits, batch["mask"], **extras)
-        metrics.update(logits.detach(), batch["mask"])
+        metrics.update(self.last_eval_preds, batch["mask"])
         self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=batch["image"].shape[0])
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:

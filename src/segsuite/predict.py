@@ -26,8 +26,10 @@ from segsuite.checkpoint import build_net, describe, load_checkpoint, run_config
 from segsuite.data.datasets.base import DatasetError
 from segsuite.data.io import read_image
 from segsuite.inference import Inferencer, build_inferencer
+from segsuite.metrics import scores_to_labels
 from segsuite.utils.config import check_required
 from segsuite.utils.paths import config_dir
+from segsuite.utils.threads import set_torch_threads
 from segsuite.utils.visualize import overlay, save_palette_png, save_rgb
 
 log = logging.getLogger("segsuite.predict")
@@ -99,12 +101,13 @@ class Predictor:
         """Masks `[N,H,W]` (uint8 class ids) for same-size RGB uint8 images `[H,W,3]`."""
         x = torch.from_numpy(np.stack(images)).to(self.device).permute(0, 3, 1, 2).float()
         logits = self.inferencer(self.net, (x - self.mean) / self.std)
-        return logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+        return scores_to_labels(logits).to(torch.uint8).cpu().numpy()
 
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Predict every image of `cfg.input`; return {"written": [...], "skipped": {path: reason}}."""
     check_required(cfg)
+    set_torch_threads(cfg.get("torch_threads"))
     images = find_images(str(cfg.input), cfg.extensions)
     out_dir = Path(cfg.output) if cfg.get("output") else Path(cfg.paths.output_dir) / "predictions"
     targets = output_paths(images, out_dir)

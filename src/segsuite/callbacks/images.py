@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 
 from segsuite.callbacks.targets import tensorboard_loggers, visual_loggers, wandb_loggers
+from segsuite.metrics import scores_to_labels
 from segsuite.utils.visualize import colorize, denormalise, image_grid
 
 log = logging.getLogger(__name__)
@@ -75,15 +76,17 @@ class ValidationImageLogger(pl.Callback):
             for index in self.sample_indices(len(dataset)):
                 item = dataset[index]
                 image = item["image"].unsqueeze(0).to(pl_module.device)
+                if image.dtype == torch.uint8:  # normalised on the device (data.normalize_on_device)
+                    image = datamodule.to_model_input({"image": image})["image"]
                 with trainer.precision_plugin.forward_context():
                     # the module's validation-time inference (sliding window / TTA) where it has one
                     infer = getattr(pl_module, "inference", None)
                     out = infer(pl_module, image) if callable(infer) else pl_module(image)
                 logits = out[0] if isinstance(out, (tuple, list)) else out
-                pred = logits.argmax(dim=1)[0].cpu().numpy()
+                pred = scores_to_labels(logits)[0].cpu().numpy()
                 gt = item["mask"].cpu().numpy()
                 samples.append({
-                    "name": str(item.get("name", index)), "image": denormalise(item["image"], mean, std),
+                    "name": str(item.get("name", index)), "image": display_image(item["image"], mean, std),
                     "pred": pred, "gt": gt,
                     "pred_rgb": colorize(pred, palette, ignore), "gt_rgb": colorize(gt, palette, ignore),
                 })
@@ -105,6 +108,13 @@ class ValidationImageLogger(pl.Callback):
             for s in samples
         ]
         logger.log_metrics({self.key: images}, step=trainer.global_step)
+
+
+def display_image(image: torch.Tensor, mean: list[float], std: list[float]) -> np.ndarray:
+    """A dataset item's `[3,H,W]` image as `[H,W,3]` uint8 RGB (uint8 as shipped, or denormalised)."""
+    if image.dtype == torch.uint8:
+        return image.permute(1, 2, 0).contiguous().numpy()
+    return denormalise(image, mean, std)
 
 
 def _normalisation(pl_module: pl.LightningModule, datamodule) -> tuple[list[float], list[float]]:

@@ -1,0 +1,43 @@
+"""`torch_threads`: the CPU thread count a run sets before training, and its validation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from segsuite.train import train
+from segsuite.utils.threads import set_torch_threads
+
+from test_configs import TINY_INPROCESS
+
+
+@pytest.fixture
+def restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_train_applies_torch_threads(compose_cfg, tmp_path, restore_threads):
+    torch.set_num_threads(2)
+    cfg = compose_cfg("train", [*TINY_INPROCESS, "torch_threads=1", f"paths.output_dir={tmp_path}", "test=false"])
+    train(cfg)
+    assert torch.get_num_threads() == 1
+
+
+def test_null_keeps_the_current_count(restore_threads):
+    torch.set_num_threads(2)
+    set_torch_threads(None)
+    assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "two", True])
+def test_bad_thread_counts_are_refused_with_the_key_name(bad):
+    with pytest.raises(ValueError, match="torch_threads"):
+        set_torch_threads(bad)
+
+
+@pytest.mark.parametrize("name", ["evaluate", "predict"])
+def test_other_entry_points_expose_the_key(compose_cfg, name):
+    cfg = compose_cfg(name, ["ckpt_path=x", "input=x"] if name == "predict" else ["ckpt_path=x"])
+    assert "torch_threads" in cfg and cfg.torch_threads is None
