@@ -244,7 +244,7 @@ def bench_variant(model, criterion, x, y, precision: str, channels_last: bool, c
     model.to(memory_format=fmt)
     xin = x.contiguous(memory_format=fmt)
     net = torch.compile(model) if compiled else model
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-4, fused=True)
 
     def train_step():
         optimizer.zero_grad(set_to_none=True)
@@ -394,7 +394,7 @@ def bench_losses(args, device: torch.device) -> dict[str, Any]:
     torch.manual_seed(0)
     model = build_model(args.ref_model, args.num_classes, None).to(device).to(memory_format=torch.channels_last)
     x = torch.randn(args.batch, 3, *crop, device=device).contiguous(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-5, momentum=0.9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-5, momentum=0.9, fused=True)
 
     def step(name: str) -> Callable[[], None]:
         def run():
@@ -685,7 +685,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append("")
     if results.get("models"):
         s = results["settings"]
-        lines += [f"Models: batch {s['batch']}, crop {s['crop_desc']}, {s['num_classes']} classes, SGD step, "
+        lines += [f"Models: batch {s['batch']}, crop {s['crop_desc']}, {s['num_classes']} classes, fused-SGD step, "
                   f"best of {s['iters']} after {s['warmup']} warm-up; % peak is against the matmul peak measured again right "
                   "before each model (load drifts on a shared machine). GFLOPs count multiply-adds as 2 FLOPs "
                   "(torch.utils.flop_counter); train = forward + backward per image. Memory: "
@@ -717,7 +717,7 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("losses"):
         lo = results["losses"]
         lines += [f"Losses: logits [{lo['batch']},{lo['num_classes']},{lo['crop'][0]},{lo['crop'][1]}]; maps precomputed "
-                  f"(worker cost per sample shown); step = {lo['step_model']} forward + loss + backward + SGD.", "",
+                  f"(worker cost per sample shown); step = {lo['step_model']} forward + loss + backward + fused SGD.", "",
                   "| loss | fwd+bwd ms | × CE | training step ms | × CE step | worker target_fn ms/sample |",
                   "|---|---|---|---|---|---|"]
         for r in lo["rows"]:

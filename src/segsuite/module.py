@@ -110,8 +110,8 @@ class SegmentationModule(pl.LightningModule):
             raise TypeError(f"the model got {x.dtype} images; it takes normalised float images. Batches from "
                             f"SegDataModule are normalised in its on_after_batch_transfer: pass the datamodule "
                             f"to the Trainer (fit/validate/test(..., datamodule=dm)), not its dataloaders")
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        # the configured layout (batches from the datamodule arrive channels_last)
+        x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         return self._forward_net(x)
 
     # -- steps ------------------------------------------------------------------------------------

@@ -39,8 +39,16 @@ def collate(items: list[dict[str, Any]], ignore_index: int = 255) -> dict[str, A
         if values[0].ndim >= 2 and any(v.shape[-2:] != (height, width) for v in values):
             fill = ignore_index if key == "mask" else 0
             values = [F.pad(v, (0, width - v.shape[-1], 0, height - v.shape[-2]), value=fill) for v in values]
-        batch[key] = torch.stack(values)
+        batch[key] = _stack(values)
     return batch
+
+
+def _stack(values: list[torch.Tensor]) -> torch.Tensor:
+    """`torch.stack`; `[C,H,W]` views of HWC pixels stack into a channels_last batch without transposing."""
+    if values[0].ndim == 3 and values[0].shape[0] > 1 and all(
+            v.permute(1, 2, 0).is_contiguous() for v in values):
+        return torch.stack([v.permute(1, 2, 0) for v in values]).permute(0, 3, 1, 2)
+    return torch.stack(values)
 
 
 class SegDataModule(pl.LightningDataModule):

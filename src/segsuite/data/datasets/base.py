@@ -72,9 +72,9 @@ class SegDataset(Dataset):
         skip_bad: warn once per bad file and substitute the next good sample instead of raising.
         target_fn: optional callable `mask (np.int64 [H,W]) -> dict[str, np.ndarray]` of extra
             per-pixel targets (e.g. distance maps a loss asks for), computed in the worker.
-        uint8_output: return the transform's image as it comes (uint8 `[3,H,W]` when the pipeline
-            does not normalise) and the mask as uint8: a quarter and an eighth of the bytes to
-            ship from the workers. `SegDataModule` sets it when it moves `Normalize` onto the
+        uint8_output: return the transform's image as it comes (uint8 when the pipeline does not
+            normalise), as a `[3,H,W]` view of its HWC pixels, and the mask as uint8: a quarter and
+            an eighth of the bytes to ship from the workers, and no transposing copy. `SegDataModule` sets it when it moves `Normalize` onto the
             device (`data.normalize_on_device`); the default keeps the float32 / int64 contract.
     """
 
@@ -135,8 +135,8 @@ class SegDataset(Dataset):
             seed_transform(self.transform, seed)
         # uint8 masks augment 1.5-2x faster than int64 (labels are <= 255 by contract)
         out = self.transform(image=image, mask=mask.astype(np.uint8))
-        if self.uint8_output:
-            image_t = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1)))
+        if self.uint8_output:  # a [3,H,W] view of the HWC pixels: collate stacks them without transposing
+            image_t = torch.from_numpy(np.ascontiguousarray(out["image"])).permute(2, 0, 1)
             mask_t = torch.from_numpy(np.ascontiguousarray(out["mask"], dtype=np.uint8))
         else:
             image_t = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1), dtype=np.float32))
