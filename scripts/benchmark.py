@@ -776,8 +776,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ref-model", choices=ARCHITECTURES, default="unet",
                    help="model of the loss-step, metric and Lightning-loop measurements (the default run's model)")
     p.add_argument("--loop-crop", type=int, default=128)
-    p.add_argument("--loop-batches", type=int, default=8, help="timed Lightning batches")
-    p.add_argument("--loop-skip", type=int, default=2, help="warm-up Lightning batches not timed")
+    p.add_argument("--loop-batches", type=int, default=20, help="timed Lightning batches")
+    p.add_argument("--loop-skip", type=int, default=3, help="warm-up Lightning batches not timed (worker start-up)")
     p.add_argument("--loop-workers", type=int, default=2, help="dataloader workers of the Lightning run")
     p.add_argument("--slide-model", choices=ARCHITECTURES, default="enet")
     p.add_argument("--slide-image", type=int, nargs=2, default=[1024, 2048])

@@ -71,6 +71,10 @@ def test_ddp_training_and_validation_of_a_checkpoint_equal_single_process(tmp_pa
     assert one.keys() == two.keys() and "val/mIoU" in one and "val/IoU/background" in one
     assert all(_same(one[k], two[k]) for k in one), {k: (one[k], two[k]) for k in one if not _same(one[k], two[k])}
 
+    # The per-class table and the confusion matrix behind it cover both shards, not rank 0's alone.
+    per_class = [(d / "per_class.csv").read_text() for d in (single, ddp)]
+    assert per_class[0] == per_class[1]
+
     # ... and both equal the metrics computed here, image by image, from the checkpoint.
     expected = _expected_val_scores(ckpt)
     assert expected["images"] == 5

@@ -87,6 +87,18 @@ class EvalRecorder(pl.Callback):
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self._record(pl_module, batch)
 
+    def _gather(self, trainer, pl_module) -> None:
+        """Sum the processes' confusion matrices (each saw its own shard of the split)."""
+        if trainer.world_size > 1:
+            total = trainer.strategy.reduce(self.confmat.to(pl_module.device), reduce_op="sum")
+            self.confmat = total.cpu()
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        self._gather(trainer, pl_module)
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        self._gather(trainer, pl_module)
+
 
 def _apply_overrides(cfg: DictConfig, train_cfg: DictConfig, ckpt: dict[str, Any]) -> None:
     """Replace the stored dataset / data root / batch size by the ones given on the command line."""
