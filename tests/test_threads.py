@@ -7,7 +7,6 @@ import torch
 
 from segsuite.train import train
 from segsuite.utils.threads import set_torch_threads
-
 from test_configs import TINY_INPROCESS
 
 

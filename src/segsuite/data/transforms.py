@@ -43,15 +43,17 @@ class DeviceNormalize:
         self.mean, self.std, self.max_pixel_value = list(mean), list(std), float(max_pixel_value)
         self._shift = torch.tensor(self.mean, dtype=torch.float32) * self.max_pixel_value
         self._scale = 1.0 / (torch.tensor(self.std, dtype=torch.float32) * self.max_pixel_value)
+        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         channels = images.shape[-3]
         if channels != len(self.mean):
             raise ValueError(f"images have {channels} channels but the normalisation has {len(self.mean)} "
                              f"(mean {self.mean}); make dataset.mean/std match the images")
-        shape = (channels, 1, 1)
-        shift = self._shift.to(images.device, non_blocking=True).view(shape)
-        scale = self._scale.to(images.device, non_blocking=True).view(shape)
+        if images.device not in self._on_device:  # copied to each device once, not per batch
+            self._on_device[images.device] = (self._shift.to(images.device).view(channels, 1, 1),
+                                              self._scale.to(images.device).view(channels, 1, 1))
+        shift, scale = self._on_device[images.device]
         return (images.float() - shift).mul_(scale)
 
     def __eq__(self, other: object) -> bool:
