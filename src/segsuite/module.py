@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -177,7 +178,12 @@ class SegmentationModule(pl.LightningModule):
 
     # -- optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = build_optimizer(self.optimizer_factory, self.net, self.lr, self.weight_decay, self.backbone_lr_mult)
+        factory = self.optimizer_factory
+        if self._trainer is not None and self.trainer.gradient_clip_val and getattr(factory, "keywords", {}).get("fused"):
+            # Lightning refuses to clip the gradients of a fused optimizer (it unscales them itself)
+            log.info("trainer.gradient_clip_val is set: the optimizer runs unfused")
+            factory = functools.partial(factory, fused=False)
+        optimizer = build_optimizer(factory, self.net, self.lr, self.weight_decay, self.backbone_lr_mult)
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
