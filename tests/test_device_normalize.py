@@ -34,6 +34,13 @@ def test_device_normalize_names_a_channel_mismatch():
         DeviceNormalize([0.5] * 3, [0.2] * 3)(torch.zeros(1, 4, 2, 2, dtype=torch.uint8))
 
 
+def test_device_normalize_takes_one_value_for_every_channel_or_one_per_channel():
+    pixels = torch.full((1, 4, 1, 1), 51, dtype=torch.uint8)  # 51 / 255 = 0.2
+    assert torch.allclose(DeviceNormalize([0.1], [0.5])(pixels), torch.full((1, 4, 1, 1), 0.2), atol=1e-6)
+    out = DeviceNormalize([0.1, 0.2, 0.0, 0.2], [0.5, 1.0, 0.2, 0.1])(pixels)
+    assert torch.allclose(out.flatten(), torch.tensor([0.2, 0.0, 1.0, 0.0]), atol=1e-6)
+
+
 def test_split_off_normalize_moves_only_a_final_standard_normalize(compose_cfg):
     cfg = compose_cfg("train")
     stripped, normalize = split_off_normalize(cfg.augmentation.train)

@@ -47,12 +47,12 @@ class DeviceNormalize:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         channels = images.shape[-3]
-        if channels != len(self.mean):
-            raise ValueError(f"images have {channels} channels but the normalisation has {len(self.mean)} "
-                             f"(mean {self.mean}); make dataset.mean/std match the images")
+        if len(self.mean) not in (1, channels) or len(self.std) not in (1, channels):
+            raise ValueError(f"images have {channels} channels but the normalisation has mean {self.mean}, "
+                             f"std {self.std}; make dataset.mean/std match the images (one value or one per channel)")
         if images.device not in self._on_device:  # copied to each device once, not per batch
-            self._on_device[images.device] = (self._shift.to(images.device).view(channels, 1, 1),
-                                              self._scale.to(images.device).view(channels, 1, 1))
+            self._on_device[images.device] = (self._shift.to(images.device).view(-1, 1, 1),
+                                              self._scale.to(images.device).view(-1, 1, 1))
         shift, scale = self._on_device[images.device]
         return (images.float() - shift).mul_(scale)
 
@@ -73,8 +73,8 @@ def split_off_normalize(pipeline_cfg: DictConfig) -> tuple[DictConfig, DeviceNor
     normalize = instantiate(transforms[-1])
     if getattr(normalize, "normalization", "standard") != "standard":
         return pipeline_cfg, None
-    mean = np.broadcast_to(np.asarray(normalize.mean, dtype=np.float64).reshape(-1), (3,)).tolist()
-    std = np.broadcast_to(np.asarray(normalize.std, dtype=np.float64).reshape(-1), (3,)).tolist()
+    mean = np.atleast_1d(np.asarray(normalize.mean, dtype=np.float64)).tolist()
+    std = np.atleast_1d(np.asarray(normalize.std, dtype=np.float64)).tolist()
     stripped = pipeline_cfg.copy()
     with open_dict(stripped):
         stripped.transforms = transforms[:-1]
