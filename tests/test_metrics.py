@@ -22,6 +22,7 @@ def test_hand_worked_case():
     m.update(PRED, TARGET)
     assert m.confmat.tolist() == [[2, 1, 0], [0, 2, 1], [1, 0, 0]]
     s = m.compute()
+    assert s["confmat"].tolist() == [[2, 1, 0], [0, 2, 1], [1, 0, 0]]  # what evaluate writes to per_class.csv
     assert s["pixel_acc"] == pytest.approx(4 / 7)
     # IoU: 2/(3+3-2), 2/(3+3-2), 0/(1+1-0)
     assert s["iou_per_class"].tolist() == pytest.approx([0.5, 0.5, 0.0])

@@ -27,7 +27,6 @@ from PIL import Image
 from segsuite.checkpoint import build_net, check_num_classes, describe, load_checkpoint, run_config
 from segsuite.data.datasets.cityscapes import LABEL_IDS
 from segsuite.inference import build_inferencer
-from segsuite.metrics import confusion_matrix
 from segsuite.utils.config import check_required
 from segsuite.utils.instantiate import close_loggers
 from segsuite.utils.paths import config_dir
@@ -50,31 +49,24 @@ def cityscapes_train_to_label_id() -> np.ndarray:
 
 
 class EvalRecorder(pl.Callback):
-    """Accumulates the confusion matrix of the module's eval predictions; optionally writes them as PNGs.
+    """Writes the module's eval predictions as PNGs (the metrics and the confusion matrix come
+    from the module's `SegmentationMetrics`, reduced over DDP ranks).
 
     Args:
-        num_classes, ignore_index: as the metrics.
-        save_dir: folder for `<name>.png` palette PNGs (None: predictions are not saved).
+        save_dir: folder for `<name>.png` palette PNGs.
         palette: class colours of the palette PNGs.
         cityscapes_dir: folder for `<name>_leftImg8bit.png` labelId PNGs (Cityscapes benchmark format).
     """
 
-    def __init__(self, num_classes: int, ignore_index: int, save_dir: Path | None = None,
-                 palette: Sequence[Sequence[int]] = (), cityscapes_dir: Path | None = None) -> None:
-        self.num_classes = num_classes
-        self.ignore_index = ignore_index
+    def __init__(self, save_dir: Path, palette: Sequence[Sequence[int]] = (),
+                 cityscapes_dir: Path | None = None) -> None:
         self.save_dir = save_dir
         self.palette = palette
         self.cityscapes_dir = cityscapes_dir
         self.label_id_lut = cityscapes_train_to_label_id() if cityscapes_dir is not None else None
-        self.confmat = torch.zeros(num_classes, num_classes, dtype=torch.long)
 
     def _record(self, pl_module: pl.LightningModule, batch: dict[str, Any]) -> None:
-        preds = pl_module.last_eval_preds
-        self.confmat += confusion_matrix(preds, batch["mask"].long(), self.num_classes, self.ignore_index).cpu()
-        if self.save_dir is None:
-            return
-        for name, pred in zip(batch["name"], preds.cpu().numpy().astype(np.uint8)):
+        for name, pred in zip(batch["name"], pl_module.last_eval_preds.cpu().numpy().astype(np.uint8)):
             save_palette_png(pred, self.palette, self.save_dir / f"{name}.png")
             if self.label_id_lut is not None:
                 path = self.cityscapes_dir / f"{Path(name).name}_leftImg8bit.png"
@@ -86,18 +78,6 @@ class EvalRecorder(pl.Callback):
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self._record(pl_module, batch)
-
-    def _gather(self, trainer, pl_module) -> None:
-        """Sum the processes' confusion matrices (each saw its own shard of the split)."""
-        if trainer.world_size > 1:
-            total = trainer.strategy.reduce(self.confmat.to(pl_module.device), reduce_op="sum")
-            self.confmat = total.cpu()
-
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        self._gather(trainer, pl_module)
-
-    def on_test_epoch_end(self, trainer, pl_module) -> None:
-        self._gather(trainer, pl_module)
 
 
 def _apply_overrides(cfg: DictConfig, train_cfg: DictConfig, ckpt: dict[str, Any]) -> None:
@@ -157,14 +137,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
     module.inference = inferencer  # set after instantiate: Hydra would turn the dataclass into a config
     dataset_name = str(train_cfg.dataset.get("name", ""))
-    recorder = EvalRecorder(
-        info["num_classes"], info["ignore_index"],
-        save_dir=out / "predictions" / "palette" if cfg.save_predictions else None, palette=info["palette"],
-        cityscapes_dir=out / "predictions" / "cityscapes_label_ids"
-        if cfg.save_predictions and dataset_name.startswith("cityscapes") else None,
-    )
+    callbacks = [EvalRecorder(
+        out / "predictions" / "palette", palette=info["palette"],
+        cityscapes_dir=out / "predictions" / "cityscapes_label_ids" if dataset_name.startswith("cityscapes") else None,
+    )] if cfg.save_predictions else []
     log.info("evaluating %s (%s) on %s/%s with %s", cfg.ckpt_path, describe(ckpt), dataset_name, cfg.split, inferencer)
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[recorder])
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=False, callbacks=callbacks)
     if cfg.split == "val":
         trainer.validate(module, datamodule=datamodule, verbose=False)
         scores = module.last_val_scores
@@ -182,8 +160,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(
         {**summary, "ckpt_path": str(cfg.ckpt_path), "tta": OmegaConf.to_container(cfg.tta, resolve=True)}, indent=2))
-    write_per_class_csv(out / "per_class.csv", names, scores, recorder.confmat)
-    save_confusion_matrix_png(recorder.confmat.numpy(), names, out / "confusion_matrix.png",
+    write_per_class_csv(out / "per_class.csv", names, scores, scores["confmat"])
+    save_confusion_matrix_png(scores["confmat"].numpy(), names, out / "confusion_matrix.png",
                               title=f"{dataset_name} {cfg.split}: confusion matrix (rows normalised)")
     print(f"{cfg.split}/mIoU: {scores['miou']:.4f}")
     print(f"run directory: {out.resolve()}")

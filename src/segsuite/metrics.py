@@ -61,7 +61,8 @@ class SegmentationMetrics(Metric):
 
     `update(preds, target)` takes scores `[N,C,H,W]` (arg-maxed) or labels `[N,H,W]`, and targets
     `[N,H,W]` with `ignore_index` for pixels that do not count. `compute()` returns floats for
-    `pixel_acc`, `mean_acc`, `miou`, `fwiou` and tensors `iou_per_class`, `acc_per_class`.
+    `pixel_acc`, `mean_acc`, `miou`, `fwiou`, tensors `iou_per_class`, `acc_per_class`, and the
+    `confmat` they come from (summed over DDP ranks, on the CPU; rows = ground truth).
     """
 
     full_state_update = False
@@ -85,4 +86,5 @@ class SegmentationMetrics(Metric):
 
     def compute(self) -> dict[str, float | torch.Tensor]:
         scores = scores_from_confusion(self.confmat)
-        return {k: (v.item() if v.ndim == 0 else v) for k, v in scores.items()}
+        return {**{k: (v.item() if v.ndim == 0 else v) for k, v in scores.items()},
+                "confmat": self.confmat.detach().clone().cpu()}
