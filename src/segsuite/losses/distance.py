@@ -15,6 +15,8 @@ whatever the number of classes (C=182 costs the same as C=19).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import math
 
 import cv2
@@ -143,23 +145,31 @@ def label_edges(labels: torch.Tensor) -> torch.Tensor:
     return edge
 
 
-@torch.no_grad()
-def label_change_distance(labels: torch.Tensor, stride: int = 1) -> torch.Tensor:
-    """Torch twin of `boundary_distance` for a batch `labels` [B,H,W]: exact Euclidean distance of
-    each pixel to the nearest pixel on a label change, 0 for maps without any change. `stride` > 1
-    works on labels subsampled by `stride` (error up to about `stride` pixels, cost / stride^3)."""
-    h, w = labels.shape[-2:]
-    small = labels[..., ::stride, ::stride] if stride > 1 else labels
-    transpose = small.shape[-2] > small.shape[-1]  # quadratic pass along the shorter axis
+def _strided_distance(maps: torch.Tensor, stride: int,
+                      squared_distance: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """`sqrt(squared_distance(maps))` at full size, computed on `maps` [B,H,W] subsampled by
+    `stride` (then scaled and upsampled) with the quadratic pass along the shorter axis; pixels
+    with no target at all (infinite distance) get 0."""
+    h, w = maps.shape[-2:]
+    small = maps[..., ::stride, ::stride] if stride > 1 else maps
+    transpose = small.shape[-2] > small.shape[-1]
     if transpose:
         small = small.transpose(-1, -2)
-    dist = _squared_edt_to(label_edges(small)).sqrt()
+    dist = squared_distance(small).sqrt()
     dist = torch.where(torch.isfinite(dist), dist, torch.zeros_like(dist))
     if transpose:
         dist = dist.transpose(-1, -2)
     if stride > 1:
         dist = (dist * stride).repeat_interleave(stride, -2).repeat_interleave(stride, -1)[..., :h, :w]
     return dist
+
+
+@torch.no_grad()
+def label_change_distance(labels: torch.Tensor, stride: int = 1) -> torch.Tensor:
+    """Torch twin of `boundary_distance` for a batch `labels` [B,H,W]: exact Euclidean distance of
+    each pixel to the nearest pixel on a label change, 0 for maps without any change. `stride` > 1
+    works on labels subsampled by `stride` (error up to about `stride` pixels, cost / stride^3)."""
+    return _strided_distance(labels, stride, lambda small: _squared_edt_to(label_edges(small)))
 
 
 @torch.no_grad()
@@ -169,18 +179,5 @@ def edt_to_opposite(fg: torch.Tensor, stride: int = 1) -> torch.Tensor:
 
     `stride` > 1 computes on a map subsampled by `stride` and scales/upsamples the result
     (error up to about `stride` pixels; cost falls by stride^3)."""
-    fg = fg.bool()
-    h, w = fg.shape[-2:]
-    small = fg[..., ::stride, ::stride] if stride > 1 else fg
-    transpose = small.shape[-2] > small.shape[-1]  # run the quadratic pass along the shorter axis
-    if transpose:
-        small = small.transpose(-1, -2)
-    to_fg = _squared_edt_to(small)
-    to_bg = _squared_edt_to(~small)
-    dist = torch.where(small, to_bg, to_fg).sqrt()
-    dist = torch.where(torch.isfinite(dist), dist, torch.zeros_like(dist))
-    if transpose:
-        dist = dist.transpose(-1, -2)
-    if stride > 1:
-        dist = (dist * stride).repeat_interleave(stride, -2).repeat_interleave(stride, -1)[..., :h, :w]
-    return dist
+    return _strided_distance(fg.bool(), stride,
+                             lambda small: torch.where(small, _squared_edt_to(~small), _squared_edt_to(small)))
