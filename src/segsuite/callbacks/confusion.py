@@ -8,7 +8,12 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from segsuite.callbacks.targets import tensorboard_loggers, visual_loggers, wandb_loggers
+from segsuite.callbacks.targets import (
+    ValidationCounter,
+    tensorboard_loggers,
+    visual_loggers,
+    wandb_loggers,
+)
 from segsuite.metrics import SegmentationMetrics
 
 
@@ -60,17 +65,11 @@ class ConfusionCallback(pl.Callback):
     Subclasses implement `log_confusion(trainer, pl_module, stage, confmat)` (rank zero only)."""
 
     def __init__(self, every_n_epochs: int = 1, log_test: bool = True) -> None:
-        if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be >= 1 for {type(self).__name__}, got {every_n_epochs}")
-        self.every_n_epochs = every_n_epochs
+        self.schedule = ValidationCounter(every_n_epochs, type(self).__name__)
         self.log_test = log_test
-        self._validations = 0
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        self._validations += 1
-        if (self._validations - 1) % self.every_n_epochs == 0:
+        if self.schedule.due(trainer):
             self._log(trainer, pl_module, "val")
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -9,7 +9,12 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from segsuite.callbacks.targets import tensorboard_loggers, visual_loggers, wandb_loggers
+from segsuite.callbacks.targets import (
+    ValidationCounter,
+    tensorboard_loggers,
+    visual_loggers,
+    wandb_loggers,
+)
 from segsuite.metrics import scores_to_labels
 from segsuite.utils.visualize import colorize, denormalise, image_grid
 
@@ -32,19 +37,14 @@ class ValidationImageLogger(pl.Callback):
     """
 
     def __init__(self, num_images: int = 4, every_n_epochs: int = 1, key: str = "val/examples") -> None:
-        if num_images < 1 or every_n_epochs < 1:
-            raise ValueError(f"callbacks.val_images: num_images ({num_images}) and every_n_epochs "
-                             f"({every_n_epochs}) must be >= 1")
+        if num_images < 1:
+            raise ValueError(f"callbacks.val_images: num_images ({num_images}) must be >= 1")
         self.num_images = num_images
-        self.every_n_epochs = every_n_epochs
+        self.schedule = ValidationCounter(every_n_epochs, "callbacks.val_images")
         self.key = key
-        self._validations = 0
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        self._validations += 1
-        if (self._validations - 1) % self.every_n_epochs or not trainer.is_global_zero or not visual_loggers(trainer):
+        if not self.schedule.due(trainer) or not trainer.is_global_zero or not visual_loggers(trainer):
             return
         samples = self.predict_samples(trainer, pl_module)
         for logger in wandb_loggers(trainer):

@@ -15,9 +15,8 @@ whatever the number of classes (C=182 costs the same as C=19).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import math
+from collections.abc import Callable
 
 import cv2
 import numpy as np
