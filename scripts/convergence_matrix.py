@@ -9,8 +9,10 @@ The README's tables come from
     python scripts/convergence_matrix.py models --epochs 8 --extra dataset.train.num_images=400 \
         dataset.image_size=[64,64] dataset.crop_size=[64,64] data.batch_size=4
 
-Each entry is a real `python -m segsuite.train` run (same data, seed, schedule and budget);
-the script collects val/mIoU_best and wall time, and writes `outputs/convergence_<kind>.{json,md}`.
+Each entry is a real `python -m segsuite.train` run (same data, seed, schedule and budget; the
+entry's own overrides, e.g. FCN-8s' learning rate, are listed in the results);
+the script collects val/mIoU_best and wall time, and writes
+`outputs/convergence_<kind>/<timestamp>/results.{json,md}`.
 Chance level on the default 6-class synthetic data is an mIoU of about 1/(2*6) ~ 0.08.
 """
 
