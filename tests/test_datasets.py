@@ -170,7 +170,7 @@ def test_cityscapes_fine(tmp_path):
 
 
 def test_cityscapes_coarse_reads_coarse_labels(tmp_path):
-    root = trees.build_cityscapes_tree(tmp_path)
+    trees.build_cityscapes_tree(tmp_path)
     cfg = compose("cityscapes_coarse", tmp_path)
     train = build(cfg, "train")
     assert len(train) == len(trees.CITYSCAPES_FRAMES["train"]) + len(trees.CITYSCAPES_FRAMES["train_extra"])
