@@ -303,15 +303,15 @@ def bench_dataset(name: str, overrides: list[str], size: tuple[int, int], workdi
     from test_datasets_speed import rewrite_at_size
 
     from segsuite.data.datamodule import collate
-    from segsuite.data.transforms import split_off_normalize
+    from segsuite.data.transforms import build_pipeline, split_off_normalize
 
     trees.BUILDERS[name](workdir)
     cfg = compose(name, workdir, overrides)
     raw = instantiate(cfg.dataset.train, transform=None)
     rewrite_at_size(raw, name, size)
-    in_worker = instantiate(cfg.dataset.train, transform=instantiate(cfg.augmentation.train))
+    in_worker = instantiate(cfg.dataset.train, transform=build_pipeline(cfg.augmentation.train))
     stripped, normalize = split_off_normalize(cfg.augmentation.train)
-    shipped = instantiate(cfg.dataset.train, transform=instantiate(stripped), uint8_output=normalize is not None)
+    shipped = instantiate(cfg.dataset.train, transform=build_pipeline(stripped), uint8_output=normalize is not None)
     count = len(raw)
     batch = args.data_batch
 
@@ -767,6 +767,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--matmul-precision", choices=["highest", "high", "medium"], default="high",
+                   help="torch.set_float32_matmul_precision, as train.yaml's float32_matmul_precision (default: its default)")
     p.add_argument("--peak-size", type=int, default=2048)
     p.add_argument("--datasets", nargs="+", choices=[d[0] for d in DATASETS], default=None)
     p.add_argument("--data-seconds", type=float, default=1.5, help="seconds per data measurement")
@@ -818,11 +820,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.set_float32_matmul_precision(args.matmul_precision)
     crop_desc = "each paper's training crop" if args.crop == "paper" else f"{args.crop_size}×{args.crop_size} (CPU-sized)"
     results: dict[str, Any] = {"machine": machine_info(device), "settings": {
         "quick": args.quick, "batch": args.batch, "crop": args.crop, "crop_desc": crop_desc, "num_classes": args.num_classes,
         "iters": args.iters, "warmup": args.warmup, "peak_size": args.peak_size, "compile": args.compile,
-        "backbone": args.backbone}}
+        "backbone": args.backbone, "matmul_precision": args.matmul_precision}}
     started = time.perf_counter()
     peak = None
     if "peak" in args.sections or "models" in args.sections:

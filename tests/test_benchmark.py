@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def benchmark():
+def harness():
+    """scripts/benchmark.py as a module (not named `benchmark`: pytest-benchmark owns that fixture)."""
     spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -26,11 +27,11 @@ def benchmark():
 
 
 @pytest.fixture(scope="module")
-def quick_run(benchmark, tmp_path_factory):
+def quick_run(harness, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     threads = torch.get_num_threads()
     try:
-        results = benchmark.main(["--quick", "--models", "unet", "--threads", "1", "--out", str(out)])
+        results = harness.main(["--quick", "--models", "unet", "--threads", "1", "--out", str(out)])
     finally:
         torch.set_num_threads(threads)
     return results, out
@@ -64,11 +65,11 @@ def test_model_row_arithmetic(quick_run):
         assert v["train_peak"] == pytest.approx(v["train_ips"] * row["gflops_train"] / peak)
 
 
-def test_flop_count_of_one_convolution(benchmark):
+def test_flop_count_of_one_convolution(harness):
     conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
     x = torch.randn(1, 3, 10, 10)
     # 2 FLOPs per multiply-add: out pixels * out channels * in channels * k*k
-    assert benchmark.count_flops(lambda: conv(x)) == 2 * 10 * 10 * 8 * 3 * 9
+    assert harness.count_flops(lambda: conv(x)) == 2 * 10 * 10 * 8 * 3 * 9
 
 
 def test_ratios_and_targets(quick_run):
@@ -89,7 +90,7 @@ def test_ratios_and_targets(quick_run):
     assert not any("unet train step" in t["target"] for t in results["targets"])  # U-Net reports, no target
 
 
-def test_confusion_matrix_forms_agree(benchmark):
+def test_confusion_matrix_forms_agree(harness):
     from segsuite.metrics import confusion_matrix
 
     g = torch.Generator().manual_seed(0)
@@ -101,4 +102,4 @@ def test_confusion_matrix_forms_agree(benchmark):
         if t != 255:
             expected[t, p] += 1
     assert torch.equal(confusion_matrix(preds, target, 5, 255), expected)
-    assert torch.equal(benchmark.confusion_matrix_reference(preds, target, 5, 255), expected)
+    assert torch.equal(harness.confusion_matrix_reference(preds, target, 5, 255), expected)

@@ -293,7 +293,7 @@ def test_train_pipeline_pads_masks_with_ignore(tmp_path, name):
     item = ds[0]
     assert tuple(item["image"].shape) == (3, crop_h, crop_w) and tuple(item["mask"].shape) == (crop_h, crop_w)
     h, w = ds.load(0)[1].shape
-    most_image_pixels = (2 * h + 1) * (2 * w + 1)  # RandomScale is at most 2x
+    most_image_pixels = (2 * h + 1) * (2 * w + 1)  # the random scale is at most 2x
     mask = item["mask"].numpy()
     assert (mask == 255).sum() >= crop_h * crop_w - most_image_pixels
     assert set(np.unique(mask).tolist()) <= set(range(ds.num_classes)) | {255}

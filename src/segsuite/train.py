@@ -31,7 +31,7 @@ from segsuite.utils.instantiate import close_loggers, instantiate_callbacks, ins
 from segsuite.utils.paths import config_dir
 from segsuite.utils.reporting import format_scores
 from segsuite.utils.resolvers import register_resolvers
-from segsuite.utils.threads import set_torch_threads
+from segsuite.utils.threads import set_matmul_precision, set_torch_threads
 
 register_resolvers()
 
@@ -83,6 +83,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test as configured; return all logged metrics (floats)."""
     check_required(cfg)
     set_torch_threads(cfg.get("torch_threads"))
+    set_matmul_precision(cfg.get("float32_matmul_precision"))
     _check_ckpt(cfg.get("ckpt_path"))
     _group_sweep_runs(cfg)
     output_dir = Path(cfg.paths.output_dir)

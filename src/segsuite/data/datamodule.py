@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from segsuite.data.datasets.base import DatasetError, SegDataset
 from segsuite.data.samplers import SeededTrainSampler, ShardedEvalSampler
-from segsuite.data.transforms import DeviceNormalize, split_off_normalize
+from segsuite.data.transforms import DeviceNormalize, build_pipeline, split_off_normalize
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class SegDataModule(pl.LightningDataModule):
         for split in splits:
             if split not in self.datasets:
                 pipeline, moved = self._pipeline("train" if split == "train" else "val")
-                self.datasets[split] = self.build_dataset(split, instantiate(pipeline), uint8_output=moved)
+                self.datasets[split] = self.build_dataset(split, build_pipeline(pipeline), uint8_output=moved)
                 log.info("%s split: %d images", split, len(self.datasets[split]))
 
     def _pipeline(self, name: str) -> tuple[DictConfig, bool]:

@@ -7,9 +7,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import albumentations as A
+import cv2
 import numpy as np
 import torch
 from albumentations.augmentations.crops import functional as fcrops
+from albumentations.core.type_definitions import Targets
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
@@ -27,6 +29,64 @@ class RandomCropUpTo(A.RandomCrop):
         size = (min(self.height, height), min(self.width, width))
         coords = fcrops.get_crop_coords((height, width), size, self.py_random.random(), self.py_random.random())
         return {"crop_coords": coords, "pad_params": None}
+
+
+class RandomScaleCrop(A.DualTransform):
+    """`RandomScale` then `RandomCropUpTo`, done in one step: only the part of the image that the
+    crop keeps is resized.
+
+    The factor s is uniform in `[1 + scale_limit[0], 1 + scale_limit[1]]`, as in `RandomScale`.
+    The image would be `int(H*s)` x `int(W*s)`; the crop keeps at most `height` x `width` of it at a
+    uniformly random position, and a side shorter than the crop whole (pad afterwards). Here the
+    source window under the crop, `crop/s` pixels, is cut first and resized to the crop size. For a
+    375x500 VOC image at s = 2 and a 512x512 crop, a 256x256 window is resized instead of the
+    whole image to 750x1000. The window is rounded to whole source pixels, so the factor applied
+    can differ from s by half a source pixel over the window (0.2% for a 256-pixel window).
+    """
+
+    _targets = (Targets.IMAGE, Targets.MASK)
+
+    def __init__(self, height: int, width: int, scale_limit: Sequence[float] = (-0.5, 1.0),
+                 interpolation: int = cv2.INTER_LINEAR, mask_interpolation: int = cv2.INTER_NEAREST,
+                 p: float = 1.0) -> None:
+        super().__init__(p=p)
+        low, high = (float(v) for v in scale_limit)
+        if height < 1 or width < 1 or not -1.0 < low <= high:
+            raise ValueError(f"RandomScaleCrop: expected a positive crop size and -1 < scale_limit[0] <= "
+                             f"scale_limit[1]; got height={height}, width={width}, scale_limit={scale_limit}")
+        self.height, self.width, self.scale_limit = int(height), int(width), (low, high)
+        self.interpolation, self.mask_interpolation = interpolation, mask_interpolation
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        scale = self.py_random.uniform(*self.scale_limit) + 1.0
+        windows = []
+        for size, crop in ((height, self.height), (width, self.width)):
+            scaled = max(int(size * scale), 1)
+            out = min(crop, scaled)
+            source = size if out == scaled else min(size, max(1, round(out / scale)))
+            windows.append((min(int(self.py_random.random() * (size - source + 1)), size - source), source, out))
+        (top, rows, out_h), (left, cols, out_w) = windows
+        return {"window": (top, left, rows, cols), "out_size": (out_h, out_w)}
+
+    def _resize(self, array: np.ndarray, window: tuple[int, int, int, int], out_size: tuple[int, int],
+                interpolation: int) -> np.ndarray:
+        top, left, rows, cols = window
+        part = array[top:top + rows, left:left + cols]
+        if (rows, cols) == out_size:
+            return np.ascontiguousarray(part)
+        return cv2.resize(part, (out_size[1], out_size[0]), interpolation=interpolation)
+
+    def apply(self, img: np.ndarray, window: tuple[int, int, int, int], out_size: tuple[int, int],
+              **params: Any) -> np.ndarray:
+        return self._resize(img, window, out_size, self.interpolation)
+
+    def apply_to_mask(self, mask: np.ndarray, window: tuple[int, int, int, int], out_size: tuple[int, int],
+                      **params: Any) -> np.ndarray:
+        return self._resize(mask, window, out_size, self.mask_interpolation)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("height", "width", "scale_limit", "interpolation", "mask_interpolation")
 
 
 NORMALIZE_TARGET = "albumentations.Normalize"
@@ -59,6 +119,15 @@ class DeviceNormalize:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, DeviceNormalize) and (self.mean, self.std, self.max_pixel_value) == (
             other.mean, other.std, other.max_pixel_value)
+
+
+def build_pipeline(pipeline_cfg: DictConfig) -> Callable[..., dict[str, Any]]:
+    """Instantiate an augmentation pipeline config with plain Python lists and dicts inside.
+
+    With Hydra's default conversion, `Compose` would hold its transforms in an OmegaConf
+    `ListConfig` and iterate that (slowly) on every sample.
+    """
+    return instantiate(pipeline_cfg, _convert_="all")
 
 
 def split_off_normalize(pipeline_cfg: DictConfig) -> tuple[DictConfig, DeviceNormalize | None]:
