@@ -570,6 +570,7 @@ def _bench_loop(args, device: torch.device, workdir: Path) -> dict[str, Any]:
     half = max(steps // 2, 1)
     bare = bare_times(args.loop_skip + half)[args.loop_skip:]
     trainer.fit(module, datamodule=datamodule)
+    net.to(device)  # Lightning moves the module back to the CPU when fit ends
     bare += bare_times(half)
     gaps = np.diff(clock.stamps[args.loop_skip - 1:])
     loop_ips = args.batch / float(np.median(gaps))
@@ -767,6 +768,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--cudnn-benchmark", choices=["on", "off"], default="off",
+                   help="torch.backends.cudnn.benchmark (off: as the default trainer config; trainer=gpu sets it)")
     p.add_argument("--matmul-precision", choices=["highest", "high", "medium"], default="high",
                    help="torch.set_float32_matmul_precision, as train.yaml's float32_matmul_precision (default: its default)")
     p.add_argument("--peak-size", type=int, default=2048)
@@ -821,11 +824,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_float32_matmul_precision(args.matmul_precision)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark == "on"
     crop_desc = "each paper's training crop" if args.crop == "paper" else f"{args.crop_size}×{args.crop_size} (CPU-sized)"
     results: dict[str, Any] = {"machine": machine_info(device), "settings": {
         "quick": args.quick, "batch": args.batch, "crop": args.crop, "crop_desc": crop_desc, "num_classes": args.num_classes,
         "iters": args.iters, "warmup": args.warmup, "peak_size": args.peak_size, "compile": args.compile,
-        "backbone": args.backbone, "matmul_precision": args.matmul_precision}}
+        "backbone": args.backbone, "matmul_precision": args.matmul_precision,
+        "cudnn_benchmark": args.cudnn_benchmark}}
     started = time.perf_counter()
     peak = None
     if "peak" in args.sections or "models" in args.sections:

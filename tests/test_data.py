@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 
 from segsuite.data.datamodule import SegDataModule
 from segsuite.data.datasets import DatasetError, SyntheticShapes
+from segsuite.data.datasets.synthetic import _REACH, SHAPES, _box, _shape_mask
 from segsuite.data.samplers import SeededTrainSampler, ShardedEvalSampler
 
 
@@ -18,6 +19,22 @@ def test_synthetic_is_deterministic_per_seed_split_and_index():
     assert not np.array_equal(a[1]["image"], a[2]["image"])
     assert not np.array_equal(a[0]["image"], SyntheticShapes(num_images=4, seed=4)[0]["image"])
     assert not np.array_equal(a[0]["image"], SyntheticShapes(split="val", num_images=4, seed=3)[0]["image"])
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_synthetic_shapes_fit_the_box_they_are_drawn_in(shape):
+    """Objects are rendered only within `_REACH` radii of their centre: no shape may reach further
+    (checked on the full grid, at every rotation, against the box the renderer uses)."""
+    h, w, radius = 90, 120, 20.0
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    for angle in np.linspace(0, 2 * np.pi, 37):
+        for cy, cx in [(45.3, 60.7), (2.2, 118.9), (88.0, 0.4)]:
+            c, s = np.cos(angle), np.sin(angle)
+            dy, dx = (yy - cy) / radius, (xx - cx) / radius
+            inside = _shape_mask(shape, c * dx + s * dy, -s * dx + c * dy)
+            outside_box = np.ones((h, w), bool)
+            outside_box[_box(cy, cx, _REACH * radius, h, w)] = False
+            assert inside.any() and not (inside & outside_box).any(), (shape, angle, cy, cx)
 
 
 def test_synthetic_item_contract_and_options():

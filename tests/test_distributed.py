@@ -64,7 +64,7 @@ def test_ddp_training_and_validation_of_a_checkpoint_equal_single_process(tmp_pa
     # Validate the checkpoint with 1 and with 2 processes (5 images: uneven shards 3 + 2).
     common = [f"ckpt_path={ckpt}", "num_workers=0", "trainer.enable_progress_bar=false", "trainer.precision=32-true"]
     single, ddp = tmp_path / "eval_single", tmp_path / "eval_ddp"
-    run_module("evaluate", [*common, f"hydra.run.dir={single}"], cwd=tmp_path)
+    run_module("evaluate", [*common, "trainer=cpu", f"hydra.run.dir={single}"], cwd=tmp_path)  # both on the CPU
     run_module("evaluate", [*common, "trainer=ddp_cpu", f"hydra.run.dir={ddp}"], cwd=tmp_path)
     assert (ddp / "evaluate_ddp_process_1.log").is_file() or (ddp / "train_ddp_process_1.log").is_file()
     one, two = _scores(metrics(single)), _scores(metrics(ddp))
@@ -130,7 +130,7 @@ def test_bf16_mixed_trains_on_cpu_into_the_fp32_band(tmp_path):
     scores = {}
     for precision in ("32-true", "bf16-mixed"):
         run = tmp_path / precision
-        train(run, *setting, f"trainer.precision={precision}", tiny=False)
+        train(run, *setting, "trainer=cpu", f"trainer.precision={precision}", tiny=False)
         ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
         facts = ckpt["segsuite"]["run_facts"]
         assert facts["precision"] == precision

@@ -85,6 +85,16 @@ def _texture(texture: str, u: np.ndarray, v: np.ndarray, phase: float) -> np.nda
     raise ValueError(f"unknown texture {texture!r}; expected one of {TEXTURES}")
 
 
+# Farthest point of any shape from its centre, in radii: the square's corners, 0.8 * sqrt(2) = 1.131.
+_REACH = 1.14
+
+
+def _box(cy: float, cx: float, reach: float, h: int, w: int) -> tuple[slice, slice]:
+    """Rows and columns within `reach` pixels of (cy, cx), clipped to the image (may be empty)."""
+    return (slice(max(int(cy - reach) - 1, 0), min(int(cy + reach) + 2, h)),
+            slice(max(int(cx - reach) - 1, 0), min(int(cx + reach) + 2, w)))
+
+
 class SyntheticShapes(SegDataset):
     """Procedurally generated scenes of textured, coloured shapes.
 
@@ -132,6 +142,7 @@ class SyntheticShapes(SegDataset):
         self.objects_per_image = (int(objects_per_image[0]), int(objects_per_image[1]))
         self.object_size = (float(object_size[0]), float(object_size[1]))
         self.seed = int(seed)
+        self._grid: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.num_images
@@ -141,7 +152,7 @@ class SyntheticShapes(SegDataset):
             raise IndexError(f"index {index} out of range for {self.num_images} images")
         rng = np.random.default_rng([self.seed, _SPLIT_OFFSET[self.split] + index])
         h, w = self.image_size
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        yy, xx = self._pixel_grid()
         image = self._background(rng, yy, xx)
         mask = np.zeros((h, w), dtype=np.int64)
         side = min(h, w)
@@ -152,7 +163,9 @@ class SyntheticShapes(SegDataset):
             cy, cx = rng.uniform(0, h), rng.uniform(0, w)
             angle = rng.uniform(0, 2 * np.pi)
             c, s = np.cos(angle), np.sin(angle)
-            dy, dx = (yy - cy) / radius, (xx - cx) / radius
+            # every shape lies within _REACH radii of its centre: draw it in that box only
+            box = _box(cy, cx, _REACH * radius, h, w)
+            dy, dx = (yy[box] - cy) / radius, (xx[box] - cx) / radius
             u, v = c * dx + s * dy, -s * dx + c * dy
             inside = _shape_mask(shape, u, v)
             rgb = np.array(
@@ -162,11 +175,18 @@ class SyntheticShapes(SegDataset):
                 dtype=np.float32,
             )
             shade = 0.45 + 0.55 * _texture(texture, u, v, rng.uniform(0, 1))
-            image[inside] = shade[inside, None] * rgb[None, :]
-            mask[inside] = k
+            image[box][inside] = shade[inside, None] * rgb[None, :]
+            mask[box][inside] = k
         image += rng.normal(0.0, 0.03, image.shape).astype(np.float32)
         image = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         return image, mask, f"{self.split}_{index:06d}"
+
+    def _pixel_grid(self) -> np.ndarray:
+        """Row and column coordinates [2,H,W] (float32), built once per dataset (read-only)."""
+        if self._grid is None or self._grid.shape[1:] != self.image_size:
+            self._grid = np.mgrid[0:self.image_size[0], 0:self.image_size[1]].astype(np.float32)
+            self._grid.flags.writeable = False
+        return self._grid
 
     @staticmethod
     def _background(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
