@@ -1,4 +1,4 @@
-"""`RandomScaleCrop`: the same crops as RandomScale + RandomCropUpTo, resizing only the crop's window.
+"""`RandomScaleCrop`: the same crops as RandomScale + a random crop, resizing only the crop's window.
 
 The checks decode, from images that store their own source coordinates, which source pixel every
 output pixel came from: the window, the scale, image/mask alignment and the random placement
@@ -89,7 +89,7 @@ def test_crop_positions_cover_the_whole_image():
 def test_short_sides_are_kept_whole_without_padding():
     image, mask = coordinate_image(30, 300), np.zeros((30, 300), np.uint8)
     out = run(RandomScaleCrop(64, 64, scale_limit=(0.0, 0.0), interpolation=cv2.INTER_NEAREST), image, mask, 0)
-    x, y = source_coordinates(out["image"])
+    _, y = source_coordinates(out["image"])
     assert out["image"].shape[:2] == (30, 64)
     assert set(y[:, 0].tolist()) == set(range(30))
 

@@ -3,41 +3,27 @@ normalisation the datamodule moves `albumentations.Normalize` into."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import albumentations as A
 import cv2
 import numpy as np
 import torch
-from albumentations.augmentations.crops import functional as fcrops
 from albumentations.core.type_definitions import Targets
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 
-class RandomCropUpTo(A.RandomCrop):
-    """Random crop of at most `height` x `width`; a side shorter than the crop is kept whole.
-
-    Unlike `RandomCrop(pad_if_needed=True)` it never pads, so photometric transforms placed after
-    it (as in MMSegmentation: crop, flip, photometric distortion, then pad) never alter padding,
-    and they run on the crop only. Follow it with `PadIfNeeded` (image 0, mask 255).
-    """
-
-    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-        height, width = params["shape"][:2]
-        size = (min(self.height, height), min(self.width, width))
-        coords = fcrops.get_crop_coords((height, width), size, self.py_random.random(), self.py_random.random())
-        return {"crop_coords": coords, "pad_params": None}
-
-
 class RandomScaleCrop(A.DualTransform):
-    """`RandomScale` then `RandomCropUpTo`, done in one step: only the part of the image that the
-    crop keeps is resized.
+    """`RandomScale` then a random crop of at most `height` x `width`, done in one step: only the
+    part of the image that the crop keeps is resized.
 
     The factor s is uniform in `[1 + scale_limit[0], 1 + scale_limit[1]]`, as in `RandomScale`.
     The image would be `int(H*s)` x `int(W*s)`; the crop keeps at most `height` x `width` of it at a
-    uniformly random position, and a side shorter than the crop whole (pad afterwards). Here the
+    uniformly random position, and a side shorter than the crop whole. It never pads, so photometric
+    transforms placed after it (as in MMSegmentation: crop, flip, photometric distortion, then pad)
+    run on real pixels only; follow it with `PadIfNeeded` (image 0, mask 255). Here the
     source window under the crop, `crop/s` pixels, is cut first and resized to the crop size. For a
     375x500 VOC image at s = 2 and a 512x512 crop, a 256x256 window is resized instead of the
     whole image to 750x1000. The window is rounded to whole source pixels, so the factor applied
