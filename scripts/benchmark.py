@@ -577,7 +577,7 @@ def _bench_loop(args, device: torch.device, workdir: Path) -> dict[str, Any]:
     loop_best_ips = args.batch / float(gaps.min())
     bare_ips = args.batch / float(np.median(bare))
     out = {"model": args.ref_model, "crop": [crop, crop], "batch": args.batch, "precision": str(cfg.trainer.precision),
-           "channels_last": bool(module.channels_last), "num_workers": args.loop_workers, "batches_timed": len(gaps),
+           "channels_last": bool(module.channels_last), "num_workers": datamodule.num_workers, "batches_timed": len(gaps),
            "loop_ips": loop_ips, "loop_best_ips": loop_best_ips, "bare_ips": bare_ips,
            "bare_best_ips": args.batch / min(bare), "ratio": loop_ips / bare_ips,
            "ratio_best": loop_best_ips / (args.batch / min(bare))}
@@ -781,9 +781,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ref-model", choices=ARCHITECTURES, default="unet",
                    help="model of the loss-step, metric and Lightning-loop measurements (the default run's model)")
     p.add_argument("--loop-crop", type=int, default=128)
-    p.add_argument("--loop-batches", type=int, default=20, help="timed Lightning batches")
+    p.add_argument("--loop-batches", type=int, default=40, help="timed Lightning batches")
     p.add_argument("--loop-skip", type=int, default=3, help="warm-up Lightning batches not timed (worker start-up)")
-    p.add_argument("--loop-workers", type=int, default=2, help="dataloader workers of the Lightning run")
+    p.add_argument("--loop-workers", default="auto",
+                   help="dataloader workers of the Lightning run (default: auto, as data.num_workers)")
     p.add_argument("--slide-model", choices=ARCHITECTURES, default="enet")
     p.add_argument("--slide-image", type=int, nargs=2, default=[1024, 2048])
     p.add_argument("--slide-window", type=int, nargs=2, default=[512, 1024])
@@ -794,7 +795,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.crop_size, args.iters, args.warmup, args.peak_size = 64, 1, 1, 512
         args.datasets = args.datasets or ["camvid"]
         args.data_seconds, args.loss_crop, args.loop_crop = 0.05, [64, 64], 64
-        args.loop_batches, args.loop_skip, args.loop_workers = 2, 1, 0
+        args.loop_batches, args.loop_skip, args.loop_workers = 2, 1, "0"
         args.slide_image, args.slide_window = [128, 256], [64, 128]
         args.losses = ["ce", *[n for n in args.losses if n in DISTANCE_LOSSES]] if args.losses == LOSSES else args.losses
     args.models = args.models or ARCHITECTURES

@@ -6,7 +6,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from segsuite.data.datamodule import SegDataModule
+from segsuite.data.datamodule import SegDataModule, auto_num_workers
 from segsuite.data.datasets import DatasetError, SyntheticShapes
 from segsuite.data.datasets.synthetic import _REACH, SHAPES, _box, _shape_mask
 from segsuite.data.samplers import SeededTrainSampler, ShardedEvalSampler
@@ -151,6 +151,41 @@ def test_datamodule_builds_loaders(compose_cfg):
     val = list(dm.val_dataloader())
     assert sum(b["image"].shape[0] for b in val) == 5  # the odd tail is kept, nothing dropped
     assert dm.class_names[0] == "background" and dm.palette.shape == (6, 3)
+
+
+@pytest.mark.parametrize("processes, cores, expected", [
+    (1, 2, 1),    # this 2-core machine: one worker beside the training process
+    (1, 16, 8),   # one GPU on a 16-core host: capped at 8
+    (8, 64, 7),   # eight GPUs on 64 cores: 8 cores each, one kept by each process
+    (4, 20, 4),
+    (2, 2, 1),    # never fewer than one worker
+    (1, 1, 1),
+])
+def test_auto_num_workers_shares_the_cores_among_the_processes(processes, cores, expected):
+    assert auto_num_workers(processes, cores=cores) == expected
+
+
+def test_auto_num_workers_sizes_the_loaders_to_the_trainer_and_the_affinity(compose_cfg, monkeypatch):
+    import pytorch_lightning as pl
+
+    import segsuite.data.datamodule as datamodule
+
+    monkeypatch.setattr(datamodule.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    cfg = compose_cfg("train", ["dataset.train.num_images=8", "dataset.val.num_images=4", "data.batch_size=4"])
+    assert cfg.data.num_workers == "auto"  # the shipped default
+    dm = instantiate(cfg.data, dataset=cfg.dataset, augmentation=cfg.augmentation, _recursive_=False)
+    assert dm.num_workers == 7  # no trainer: one process, 8 usable cores
+    dm.trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False)  # not launched
+    assert dm.num_workers == 3  # 8 cores / 2 processes, one each for the process itself
+    loader = dm.train_dataloader()
+    assert loader.num_workers == 3 and loader.persistent_workers and loader.batch_size == 2
+
+
+@pytest.mark.parametrize("bad", [-1, "many", 1.5, True])
+def test_bad_num_workers_are_refused_with_the_key_name(compose_cfg, bad):
+    cfg = compose_cfg("train")
+    with pytest.raises(ValueError, match="data.num_workers"):
+        SegDataModule(cfg.dataset, cfg.augmentation, num_workers=bad)
 
 
 def test_bad_labels_name_the_sample():

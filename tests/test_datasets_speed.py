@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from PIL import Image
 
 import dataset_trees as trees
+from segsuite.data.transforms import build_pipeline, split_off_normalize
 from test_datasets import compose
 
 # (config, builder overrides, official image size H x W)
@@ -92,7 +93,8 @@ def measure(name: str, overrides: list[str], size: tuple[int, int], workdir: Pat
     cfg = compose(name, workdir, overrides)
     raw = instantiate(cfg.dataset.train, transform=None)
     rewrite_at_size(raw, name, size)
-    augmented = instantiate(cfg.dataset.train, transform=instantiate(cfg.augmentation.train))
+    stripped, normalize = split_off_normalize(cfg.augmentation.train)  # as the datamodule ships it
+    augmented = instantiate(cfg.dataset.train, transform=build_pipeline(stripped), uint8_output=normalize is not None)
     count = len(raw)
     return {"dataset": name, "image": f"{size[0]}x{size[1]}",
             "crop": "x".join(str(v) for v in cfg.dataset.crop_size),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +52,26 @@ def _stack(values: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(values)
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a SLURM or container limit)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def auto_num_workers(processes_per_node: int, cores: int | None = None, most: int = 8) -> int:
+    """Dataloader workers per process for `data.num_workers=auto`.
+
+    Each of the node's training processes gets an equal share of the usable cores; one core of
+    the share stays with the process itself (the training loop, the collation of its batches),
+    the rest run workers, at least 1 and at most `most` (more rarely pays and costs memory).
+    """
+    cores = usable_cores() if cores is None else cores
+    share = cores // max(int(processes_per_node), 1)
+    return max(1, min(most, share - 1))
+
+
 class SegDataModule(pl.LightningDataModule):
     """A LightningDataModule generic over dataset configs.
 
@@ -59,7 +80,9 @@ class SegDataModule(pl.LightningDataModule):
         augmentation: the `augmentation` config node (`train` and `val` albumentations pipelines).
         batch_size: *global* batch size; each of the W processes loads batch_size / W.
         val_batch_size: global batch size for validation/test (full images; default batch_size).
-        num_workers: dataloader worker processes per device.
+        num_workers: dataloader worker processes per device, or "auto": the CPU cores this process
+            may use, divided among the trainer's processes on this node, less one for the
+            process itself, between 1 and 8 (`auto_num_workers`).
         pin_memory: pin host memory for faster copies to a GPU; None: on when CUDA is available.
         persistent_workers: keep workers alive between epochs (ignored without workers).
         seed: seed of the training order and augmentations.
@@ -75,7 +98,7 @@ class SegDataModule(pl.LightningDataModule):
         augmentation: DictConfig,
         batch_size: int = 8,
         val_batch_size: int | None = None,
-        num_workers: int = 2,
+        num_workers: int | str = "auto",
         pin_memory: bool | None = None,
         persistent_workers: bool = False,
         prefetch_factor: int | None = 2,
@@ -88,10 +111,14 @@ class SegDataModule(pl.LightningDataModule):
         self.augmentation_cfg = augmentation
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
-        self.num_workers = num_workers
+        if num_workers != "auto" and (isinstance(num_workers, bool) or not isinstance(num_workers, int)
+                                      or num_workers < 0):
+            raise ValueError(f"data.num_workers={num_workers!r}: expected a count >= 0 or 'auto'")
+        self.num_workers_setting = num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
-        self.prefetch_factor = prefetch_factor if num_workers > 0 else None
+        self.persistent_workers_setting = persistent_workers
+        self.prefetch_factor_setting = prefetch_factor
+        self._logged_workers: int | None = None
         self.seed = seed
         self.skip_bad = skip_bad
         self.normalize_on_device = normalize_on_device
@@ -189,11 +216,27 @@ class SegDataModule(pl.LightningDataModule):
             )
         return global_batch // world
 
+    @property
+    def num_workers(self) -> int:
+        """Workers per dataloader: `num_workers`, or with "auto" sized to this node's cores and the
+        trainer's processes on it."""
+        if self.num_workers_setting != "auto":
+            return self.num_workers_setting
+        trainer = self.trainer
+        processes = getattr(trainer, "num_devices", 1) if trainer is not None else 1
+        workers = auto_num_workers(processes)
+        if workers != self._logged_workers:
+            self._logged_workers = workers
+            log.info("data.num_workers=auto: %d per process (%d usable cores, %d training processes on this node)",
+                     workers, usable_cores(), processes)
+        return workers
+
     def _loader(self, split: str, batch_size: int, sampler) -> DataLoader:
+        workers = self.num_workers
         return DataLoader(
-            self.datasets[split], batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
-            pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
-            prefetch_factor=self.prefetch_factor,
+            self.datasets[split], batch_size=batch_size, sampler=sampler, num_workers=workers,
+            pin_memory=self.pin_memory, persistent_workers=self.persistent_workers_setting and workers > 0,
+            prefetch_factor=self.prefetch_factor_setting if workers > 0 else None,
             collate_fn=functools.partial(collate, ignore_index=int(self.dataset_cfg.get("ignore_index", 255))), drop_last=split == "train",
         )
 
