@@ -1,6 +1,7 @@
+#!/usr/bin/env python3
 """Benchmark harness: how close training and inference come to this machine's limit.
 
-    python scripts/benchmark.py                      # full run (defaults sized for a 2-core CPU, ~8 min)
+    python scripts/benchmark.py                      # full run (defaults sized for a 2-core CPU, ~4 min)
     python scripts/benchmark.py --quick              # tiny smoke run (seconds)
     python scripts/benchmark.py --models pspnet unet --crop paper --compile
     make bench ARGS="--quick"
@@ -54,8 +55,8 @@ REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]  # run from a checkout; tests/ has the tree builders
 
-from segsuite.losses import CrossEntropyLoss  # noqa: E402
-from segsuite.metrics import SegmentationMetrics, confusion_matrix, scores_to_labels  # noqa: E402
+from segsuite.losses import CrossEntropyLoss
+from segsuite.metrics import SegmentationMetrics, confusion_matrix, scores_to_labels
 
 ARCHITECTURES = ["deeplabv3plus", "pspnet", "upernet", "gcn", "duc_hdc", "fcn8s", "segnet", "enet", "unet"]
 LOW_INTENSITY = {"enet", "unet"}  # excluded from the FLOP/s targets (tiny convs, memory-bound)
@@ -170,7 +171,7 @@ def peak_matmul(device: torch.device, size: int, iters: int) -> dict[str, float]
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         a = torch.randn(size, size, device=device).to(dtype)
         b = torch.randn(size, size, device=device).to(dtype)
-        seconds = best_time(lambda: a @ b, 1, iters, device)
+        seconds = best_time(lambda a=a, b=b: a @ b, 1, iters, device)
         out[name] = 2 * size**3 / seconds / 1e9
     return out
 
@@ -265,7 +266,7 @@ def bench_variant(model, criterion, x, y, precision: str, channels_last: bool, c
     with peak_memory(device) as mem_infer:
         infer_s = best_time(infer_step, args.warmup, args.iters, device)
     model.train()
-    del optimizer
+    optimizer.state.clear()  # free the momentum buffers before the next variant
     model.zero_grad(set_to_none=True)
     train_ips, infer_ips = args.batch / train_s, args.batch / infer_s
     return {
@@ -299,11 +300,10 @@ def bench_dataset(name: str, overrides: list[str], size: tuple[int, int], workdi
     own. Beside it, the pipeline that normalises in the worker (`normalize_on_device=false`).
     """
     import dataset_trees as trees
-    from test_datasets import compose
-    from test_datasets_speed import rewrite_at_size
-
     from segsuite.data.datamodule import collate
     from segsuite.data.transforms import build_pipeline, split_off_normalize
+    from test_datasets import compose
+    from test_datasets_speed import rewrite_at_size
 
     trees.BUILDERS[name](workdir)
     cfg = compose(name, workdir, overrides)
@@ -677,8 +677,8 @@ def markdown(results: dict[str, Any]) -> str:
              + (f", at end {m.get('load_avg_end')}" if "load_avg_end" in m else "") + ".", ""]
     if "peak" in results:
         p = results["peak"]
-        lines += [f"Measured peak matmul ({results['settings']['peak_size']}²): **{p['fp32']:.0f} GFLOP/s fp32**, "
-                  f"**{p['bf16']:.0f} GFLOP/s bf16**.", ""]
+        lines += [(f"Measured peak matmul ({results['settings']['peak_size']}²): **{p['fp32']:.0f} GFLOP/s fp32**, "
+                  f"**{p['bf16']:.0f} GFLOP/s bf16**."), ""]
     targets = target_rows(results)
     if targets:
         lines += ["| target | measured | ratio | met |", "|---|---|---|---|"]
@@ -686,13 +686,13 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append("")
     if results.get("models"):
         s = results["settings"]
-        lines += [f"Models: batch {s['batch']}, crop {s['crop_desc']}, {s['num_classes']} classes, fused-SGD step, "
+        lines += [(f"Models: batch {s['batch']}, crop {s['crop_desc']}, {s['num_classes']} classes, fused-SGD step, "
                   f"best of {s['iters']} after {s['warmup']} warm-up; % peak is against the matmul peak measured again right "
                   "before each model (load drifts on a shared machine). GFLOPs count multiply-adds as 2 FLOPs "
                   "(torch.utils.flop_counter); train = forward + backward per image. Memory: "
-                  f"{results['models'][0]['variants'][0]['mem_method']}, MiB.", "",
-                  "| model | backbone | crop | params (M) | GFLOPs/img fwd | GFLOPs/img train | precision | channels_last | compile "
-                  "| peak GFLOP/s | train img/s | train % peak | infer img/s | infer % peak | train mem | infer mem |",
+                  f"{results['models'][0]['variants'][0]['mem_method']}, MiB."), "",
+                  ("| model | backbone | crop | params (M) | GFLOPs/img fwd | GFLOPs/img train | precision | channels_last | compile "
+                  "| peak GFLOP/s | train img/s | train % peak | infer img/s | infer % peak | train mem | infer mem |"),
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in results["models"]:
             for v in row["variants"]:
@@ -703,12 +703,12 @@ def markdown(results: dict[str, Any]) -> str:
                     f"| {v['infer_peak']:.0%} | {v['train_mem_mib']:.0f} | {v['infer_mem_mib']:.0f} |")
         lines.append("")
     if results.get("data"):
-        lines += ["Data pipelines, one worker (1 torch / 1 OpenCV thread), train split, images per CPU-second. "
+        lines += [("Data pipelines, one worker (1 torch / 1 OpenCV thread), train split, images per CPU-second. "
                   "Shipped: decode + augment + uint8 tensors + collate, normalised on the device after the transfer "
                   "(its cost per image there in the next column, here on the CPU). Last two columns: the worker "
-                  "normalises and ships float32 (`data.normalize_on_device=false`).", "",
-                  "| dataset | image H×W | crop H×W | decode only | shipped pipeline | ratio | device normalise ms/img "
-                  "| worker-normalised pipeline | ratio |",
+                  "normalises and ships float32 (`data.normalize_on_device=false`)."), "",
+                  ("| dataset | image H×W | crop H×W | decode only | shipped pipeline | ratio | device normalise ms/img "
+                  "| worker-normalised pipeline | ratio |"),
                   "|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['dataset']} | {r['image'][0]}×{r['image'][1]} | {r['crop'][0]}×{r['crop'][1]} | {r['decode_ips']:.1f} "
                   f"| {r['pipeline_ips']:.1f} | {r['ratio']:.0%} | {r['device_normalize_ms']:.2f} "
@@ -717,8 +717,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append("")
     if results.get("losses"):
         lo = results["losses"]
-        lines += [f"Losses: logits [{lo['batch']},{lo['num_classes']},{lo['crop'][0]},{lo['crop'][1]}]; maps precomputed "
-                  f"(worker cost per sample shown); step = {lo['step_model']} forward + loss + backward + fused SGD.", "",
+        lines += [(f"Losses: logits [{lo['batch']},{lo['num_classes']},{lo['crop'][0]},{lo['crop'][1]}]; maps precomputed "
+                  f"(worker cost per sample shown); step = {lo['step_model']} forward + loss + backward + fused SGD."), "",
                   "| loss | fwd+bwd ms | × CE | training step ms | × CE step | worker target_fn ms/sample |",
                   "|---|---|---|---|---|---|"]
         for r in lo["rows"]:
@@ -727,25 +727,25 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append("")
     if "metrics" in results:
         r = results["metrics"]
-        lines += [f"Metrics ({r['model']}, batch {r['batch']}, {r['crop'][0]}×{r['crop'][1]}): validation step "
+        lines += [(f"Metrics ({r['model']}, batch {r['batch']}, {r['crop'][0]}×{r['crop'][1]}): validation step "
                   f"(forward + loss + argmax + update) {r['val_step_ms']:.1f} ms; metric update from the step's "
                   f"labels {r['update_ms']:.2f} ms ({r['ratio']:.2%}; confusion matrix {r['confusion_ms']:.2f} ms, "
                   f"boolean-index form {r['confusion_boolean_index_ms']:.2f} ms). The prediction (argmax) "
                   f"{r['argmax_ms']:.2f} ms; an update given the scores, argmax inside, "
-                  f"{r['update_from_scores_ms']:.2f} ms ({r['ratio_from_scores']:.2%}).", ""]
+                  f"{r['update_from_scores_ms']:.2f} ms ({r['ratio_from_scores']:.2%})."), ""]
     if "loop" in results:
         r = results["loop"]
-        lines += [f"Lightning loop ({r['model']}, batch {r['batch']}, {r['crop'][0]}×{r['crop'][1]}, {r['precision']}, "
+        lines += [(f"Lightning loop ({r['model']}, batch {r['batch']}, {r['crop'][0]}×{r['crop'][1]}, {r['precision']}, "
                   f"channels_last={r['channels_last']}, {r['num_workers']} workers, {r['batches_timed']} batches): "
                   f"{r['loop_ips']:.2f} img/s median (best batch {r['loop_best_ips']:.2f}) vs bare step "
                   f"{r['bare_ips']:.2f} img/s median (best {r['bare_best_ips']:.2f}) = {r['ratio']:.0%} "
-                  f"({r['ratio_best']:.0%} best against best).", ""]
+                  f"({r['ratio_best']:.0%} best against best)."), ""]
     if "slide" in results:
         r = results["slide"]
-        lines += [f"Sliding window ({r['model']}): {r['image'][0]}×{r['image'][1]} image, {r['window'][0]}×{r['window'][1]} "
+        lines += [(f"Sliding window ({r['model']}): {r['image'][0]}×{r['image'][1]} image, {r['window'][0]}×{r['window'][1]} "
                   f"windows, stride {r['stride'][0]}×{r['stride'][1]} ({r['windows']} windows, {r['window_batch']} per pass): "
                   f"{r['slide_ms']:.0f} ms vs {r['whole_windows_ms']:.0f} ms for the same windows forwarded alone = "
-                  f"{r['ratio']:.2f}x.", ""]
+                  f"{r['ratio']:.2f}x."), ""]
     return "\n".join(lines)
 
 

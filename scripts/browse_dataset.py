@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Write a PNG grid of (augmented) samples: image, coloured mask, and a legend of the classes shown.
 
     python scripts/browse_dataset.py dataset=voc [dataset.root=...] [split=train] [num=8] [augment=true]

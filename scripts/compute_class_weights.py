@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Compute (and cache) class weights of a dataset's training split and print them as an override.
 
     python scripts/compute_class_weights.py synthetic --method median_frequency

@@ -52,7 +52,8 @@ def run(name: str, overrides: list[str], out_root: Path) -> dict:
     run_dir = out_root / name
     cmd = [sys.executable, "-m", "segsuite.train", *COMMON, *overrides, f"hydra.run.dir={run_dir}"]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "WANDB_MODE": "offline"})
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "WANDB_MODE": "offline"},
+                          check=False)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         print(proc.stderr[-3000:], file=sys.stderr)

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Model zoo table: parameters and GFLOPs of every conf/model/*.yaml at 1x3x360x480.
 
 Each architecture is built from its shipped config (default settings, the paper setting where

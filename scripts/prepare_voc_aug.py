@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Build Pascal VOC "aug" labels from the SBD release: SegmentationClassAug/ and train_aug.txt.
 
     python scripts/prepare_voc_aug.py --sbd data/benchmark_RELEASE --voc data/VOCdevkit/VOC2012

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Scan a whole dataset split: counts, image sizes, class pixel frequencies and every bad file.
 
     python scripts/verify_dataset.py dataset=cityscapes [dataset.root=/data/cityscapes] [split=train] [workers=4]
@@ -22,8 +23,8 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without install
-from segsuite.data.datasets.base import DatasetError, SegDataset, check_mask  # noqa: E402
-from segsuite.utils.paths import config_dir  # noqa: E402
+from segsuite.data.datasets.base import DatasetError, SegDataset, check_mask
+from segsuite.utils.paths import config_dir
 
 SCRIPT_KEYS = {"split": "train", "workers": "0", "num": "8", "out": "", "seed": "0", "augment": "true"}
 

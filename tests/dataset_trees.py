@@ -217,7 +217,7 @@ def build_cocostuff10k_tree(root: Path) -> Path:
             scipy.io.savemat(base / "annotations" / f"{name}.mat",
                              {"S": labels, "names": np.array(["unlabeled"], dtype=object)})
         write_list(base / "imageLists" / f"{split}.txt", names)
-    write_list(base / "imageLists" / "all.txt", sum(COCO10K_SPLITS.values(), []))
+    write_list(base / "imageLists" / "all.txt", [name for names in COCO10K_SPLITS.values() for name in names])
     return base
 
 

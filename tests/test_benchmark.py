@@ -38,7 +38,7 @@ def quick_run(harness, tmp_path_factory):
 
 
 def test_quick_run_writes_json_and_markdown(quick_run):
-    results, out = quick_run
+    _results, out = quick_run
     on_disk = json.loads((out / "benchmark.json").read_text())
     assert set(on_disk) >= {"machine", "peak", "models", "data", "losses", "metrics", "loop", "slide", "targets"}
     text = (out / "benchmark.md").read_text()

@@ -124,7 +124,7 @@ def test_train_sampler_depends_only_on_seed_and_epoch_and_shards_disjointly():
 
 def test_eval_sampler_sees_every_sample_exactly_once():
     shards = [list(ShardedEvalSampler(7, num_replicas=3, rank=r)) for r in range(3)]
-    assert sorted(sum(shards, [])) == list(range(7))
+    assert sorted(i for shard in shards for i in shard) == list(range(7))
 
 
 def test_per_device_batch_must_divide(compose_cfg):
@@ -168,7 +168,7 @@ def test_auto_num_workers_shares_the_cores_among_the_processes(processes, cores,
 def test_auto_num_workers_sizes_the_loaders_to_the_trainer_and_the_affinity(compose_cfg, monkeypatch):
     import pytorch_lightning as pl
 
-    import segsuite.data.datamodule as datamodule
+    from segsuite.data import datamodule
 
     monkeypatch.setattr(datamodule.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     cfg = compose_cfg("train", ["dataset.train.num_images=8", "dataset.val.num_images=4", "data.batch_size=4"])

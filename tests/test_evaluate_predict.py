@@ -70,7 +70,7 @@ def test_evaluate_writes_reports_that_agree_with_its_saved_predictions(run_dir, 
     assert metrics["val/mIoU"] == pytest.approx(float(np.nanmean(ious)), abs=1e-6)
     with open(out / "per_class.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["class"] for r in rows][0] == "background" and len(rows) == 6
+    assert next(r["class"] for r in rows) == "background" and len(rows) == 6
     for row, iou in zip(rows, ious):
         assert (np.isnan(iou) and row["iou"] == "nan") or float(row["iou"]) == pytest.approx(iou, abs=1e-6)
         assert metrics[f"val/IoU/{row['class']}"] == pytest.approx(float(row["iou"]), nan_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -123,7 +124,7 @@ def tversky_score(alpha, beta):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_dice_iou_tversky_match_formulas(per_image, classes, seed):
     logits, target = case(seed=seed)
-    kw = dict(per_image=per_image, classes=classes)
+    kw = {"per_image": per_image, "classes": classes}
     for loss, score in [(DiceLoss(**kw), dice_score), (IoULoss(**kw), iou_score),
                         (TverskyLoss(alpha=0.2, beta=0.8, **kw), tversky_score(0.2, 0.8))]:
         ref = reference_region(logits, target, 3, score, per_image, classes)
@@ -168,7 +169,7 @@ def lovasz_by_integral(errors: np.ndarray, fg: np.ndarray) -> float:
     Delta_J(M) = |M| / |G u M| is the Jaccard loss of the set M of mispredicted pixels."""
     levels = np.unique(np.concatenate([[0.0], errors]))
     total = 0.0
-    for lo, hi in zip(levels[:-1], levels[1:]):
+    for lo, hi in itertools.pairwise(levels):
         mispredicted = errors >= hi
         union = np.logical_or(fg, mispredicted).sum()
         total += (hi - lo) * (mispredicted.sum() / union if union else 0.0)

@@ -24,7 +24,7 @@ class Masks:
 
     name = "toy"
     split = "train"
-    classes = ["a", "b", "c"]
+    classes = ("a", "b", "c")
     num_classes = 3
     ignore_index = 255
 
@@ -63,7 +63,7 @@ def test_resolve_auto_nested_caches_and_builds(tmp_path, monkeypatch):
     expected = compute_class_weights(Masks(), 3, "enet")
     assert list(cfg.loss.region.weight) == pytest.approx(expected)
     cache = json.loads((tmp_path / "class_weights.json").read_text())
-    assert list(cache.values())[0] == pytest.approx(expected) and "toy-train" in list(cache)[0]
+    assert next(iter(cache.values())) == pytest.approx(expected) and "toy-train" in next(iter(cache))
     loss = instantiate(cfg.loss)  # the interpolated ignore_index still resolves
     assert loss.ignore_index == 255 and torch.allclose(loss.region.weight, torch.tensor(expected))
     # a second resolution reads the cache instead of the data

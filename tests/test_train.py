@@ -26,7 +26,8 @@ def test_default_train_writes_run_dir_checkpoints_and_metrics(tmp_path):
     rows = val_rows(run)
     assert len(rows) == 2
     assert float(rows[-1]["val/mIoU_best"]) == pytest.approx(max(float(r["val/mIoU"]) for r in rows))
-    header = open(run / "csv" / "metrics.csv").readline()
+    with open(run / "csv" / "metrics.csv") as fh:
+        header = fh.readline()
     assert "lr-AdamW/head" in header
     ckpt = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     info = ckpt["segsuite"]

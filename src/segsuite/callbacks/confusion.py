@@ -27,7 +27,8 @@ def stage_metric(pl_module: pl.LightningModule, stage: str) -> SegmentationMetri
     """The module's metric object of `stage` (`val` or `test`)."""
     metric = getattr(pl_module, f"{stage}_metrics", None)
     if not isinstance(metric, SegmentationMetrics):
-        raise AttributeError(f"{type(pl_module).__name__} has no SegmentationMetrics `{stage}_metrics`")
+        raise AttributeError(  # noqa: TRY004 - a missing attribute, not a wrongly typed argument
+            f"{type(pl_module).__name__} has no SegmentationMetrics `{stage}_metrics`")
     return metric
 
 

@@ -53,7 +53,7 @@ class SegLoss(nn.Module):
         if weight is None:
             return None
         if isinstance(weight, str):
-            raise ValueError(
+            raise ValueError(  # noqa: TRY004 - a config value ("auto") left unresolved
                 f"{type(self).__name__}: weight={weight!r} is not a list of per-class weights. "
                 "`weight: auto` must be resolved before the loss is built "
                 "(segsuite.losses.class_weights.resolve_auto_weights, which train.py calls); "
