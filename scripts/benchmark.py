@@ -57,6 +57,7 @@ sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]  # run from a checkout; 
 
 from segsuite.losses import CrossEntropyLoss
 from segsuite.metrics import SegmentationMetrics, confusion_matrix, scores_to_labels
+from segsuite.utils.threads import set_malloc_tuning
 
 ARCHITECTURES = ["deeplabv3plus", "pspnet", "upernet", "gcn", "duc_hdc", "fcn8s", "segnet", "enet", "unet"]
 LOW_INTENSITY = {"enet", "unet"}  # excluded from the FLOP/s targets (tiny convs, memory-bound)
@@ -568,7 +569,8 @@ def _bench_loop(args, device: torch.device, workdir: Path) -> dict[str, Any]:
         return times
 
     half = max(steps // 2, 1)
-    bare = bare_times(args.loop_skip + half)[args.loop_skip:]
+    warm = max(args.loop_skip, 10)  # oneDNN primitives and the allocator settle over the first steps
+    bare = bare_times(warm + half)[warm:]
     trainer.fit(module, datamodule=datamodule)
     net.to(device)  # Lightning moves the module back to the CPU when fit ends
     bare += bare_times(half)
@@ -770,6 +772,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--cudnn-benchmark", choices=["on", "off"], default="off",
                    help="torch.backends.cudnn.benchmark (off: as the default trainer config; trainer=gpu sets it)")
+    p.add_argument("--malloc-tuning", choices=["on", "off"], default="on",
+                   help="glibc allocator thresholds, as train.yaml's malloc_tuning (default: on, its default)")
     p.add_argument("--matmul-precision", choices=["highest", "high", "medium"], default="high",
                    help="torch.set_float32_matmul_precision, as train.yaml's float32_matmul_precision (default: its default)")
     p.add_argument("--peak-size", type=int, default=2048)
@@ -826,12 +830,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     torch.set_float32_matmul_precision(args.matmul_precision)
     torch.backends.cudnn.benchmark = args.cudnn_benchmark == "on"
+    malloc_tuned = set_malloc_tuning(args.malloc_tuning == "on")
     crop_desc = "each paper's training crop" if args.crop == "paper" else f"{args.crop_size}×{args.crop_size} (CPU-sized)"
     results: dict[str, Any] = {"machine": machine_info(device), "settings": {
         "quick": args.quick, "batch": args.batch, "crop": args.crop, "crop_desc": crop_desc, "num_classes": args.num_classes,
         "iters": args.iters, "warmup": args.warmup, "peak_size": args.peak_size, "compile": args.compile,
         "backbone": args.backbone, "matmul_precision": args.matmul_precision,
-        "cudnn_benchmark": args.cudnn_benchmark}}
+        "cudnn_benchmark": args.cudnn_benchmark, "malloc_tuning": malloc_tuned}}
     started = time.perf_counter()
     peak = None
     if "peak" in args.sections or "models" in args.sections:

@@ -1,13 +1,22 @@
-"""`torch_threads` and `float32_matmul_precision`: what a run sets before training, and their validation."""
+"""`torch_threads`, `float32_matmul_precision` and `malloc_tuning`: what a run sets before training, and their
+validation."""
 
 from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from segsuite.train import train
-from segsuite.utils.threads import set_matmul_precision, set_torch_threads
+from segsuite.utils.threads import set_malloc_tuning, set_matmul_precision, set_torch_threads
 from test_configs import TINY_INPROCESS
+
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 @pytest.fixture
@@ -48,6 +57,7 @@ def test_other_entry_points_expose_the_keys(compose_cfg, name):
     cfg = compose_cfg(name, ["ckpt_path=x", "input=x"] if name == "predict" else ["ckpt_path=x"])
     assert "torch_threads" in cfg and cfg.torch_threads is None
     assert cfg.float32_matmul_precision == "high"
+    assert cfg.malloc_tuning is True
 
 
 def test_train_applies_the_matmul_precision(compose_cfg, tmp_path, restore_matmul_precision):
@@ -69,3 +79,56 @@ def test_null_matmul_precision_keeps_torchs_setting(restore_matmul_precision):
 def test_bad_matmul_precisions_are_refused_with_the_key_name(bad):
     with pytest.raises(ValueError, match="float32_matmul_precision"):
         set_matmul_precision(bad)
+
+
+# A process that allocates 20 blocks of 4 MiB, writes and frees them, five rounds: the minor page
+# faults of the last three rounds (after glibc's adaptive threshold has settled).
+FAULT_PROBE = """
+import resource, sys
+import numpy as np
+from segsuite.utils.threads import set_malloc_tuning
+applied = set_malloc_tuning(True) if sys.argv[1] == "on" else False
+def allocate():
+    blocks = [np.ones(2**19) for _ in range(20)]
+    del blocks
+allocate(); allocate()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+    allocate()
+print(int(applied), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt thresholds are glibc's")
+def test_malloc_tuning_lets_the_heap_reuse_freed_tensors():
+    def faults(mode: str) -> tuple[int, int]:
+        out = subprocess.run([sys.executable, "-c", FAULT_PROBE, mode], capture_output=True, text=True,
+                             check=True, timeout=120, env={**os.environ, "PYTHONPATH": str(SRC)}).stdout.split()
+        return int(out[0]), int(out[1])
+
+    applied, tuned = faults("on")
+    _, default = faults("off")
+    assert applied == 1
+    assert default >= 100           # glibc hands the 80 MiB back and faults it in again (30k faults with 4 KiB pages)
+    assert tuned < default / 20     # kept in the heap: next to no faults
+
+
+def test_train_applies_malloc_tuning(compose_cfg, tmp_path, monkeypatch):
+    import segsuite.train as train_module
+
+    seen = []
+    monkeypatch.setattr(train_module, "set_malloc_tuning", seen.append)
+    cfg = compose_cfg("train", [*TINY_INPROCESS, "malloc_tuning=false", f"paths.output_dir={tmp_path}", "test=false"])
+    assert compose_cfg("train", []).malloc_tuning is True  # the shipped default
+    train(cfg)
+    assert seen == [False]
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, 0])
+def test_bad_malloc_tuning_values_are_refused_with_the_key_name(bad):
+    with pytest.raises(ValueError, match="malloc_tuning"):
+        set_malloc_tuning(bad)
+
+
+def test_malloc_tuning_off_or_null_changes_nothing():
+    assert set_malloc_tuning(False) is False and set_malloc_tuning(None) is False

@@ -32,7 +32,7 @@ from segsuite.utils.instantiate import close_loggers
 from segsuite.utils.paths import config_dir
 from segsuite.utils.reporting import format_scores
 from segsuite.utils.resolvers import register_resolvers
-from segsuite.utils.threads import set_matmul_precision, set_torch_threads
+from segsuite.utils.threads import set_malloc_tuning, set_matmul_precision, set_torch_threads
 from segsuite.utils.visualize import save_confusion_matrix_png, save_palette_png
 
 register_resolvers()
@@ -120,6 +120,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_required(cfg)
     set_torch_threads(cfg.get("torch_threads"))
     set_matmul_precision(cfg.get("float32_matmul_precision"))
+    set_malloc_tuning(cfg.get("malloc_tuning"))
     if cfg.split not in ("val", "test"):
         raise ValueError(f"split={cfg.split!r}: expected 'val' or 'test'")
     out = Path(cfg.paths.output_dir)

@@ -1,7 +1,10 @@
-"""Process-wide torch compute settings from the config: the CPU thread count (`torch_threads`)
-and the float32 matmul precision (`float32_matmul_precision`)."""
+"""Process-wide compute settings from the config: the CPU thread count (`torch_threads`), the
+float32 matmul precision (`float32_matmul_precision`) and glibc's allocator thresholds
+(`malloc_tuning`)."""
 
 from __future__ import annotations
+
+import ctypes
 
 import torch
 
@@ -35,3 +38,32 @@ def set_matmul_precision(precision: str | None) -> None:
         raise ValueError(f"float32_matmul_precision={precision!r}: expected one of {list(MATMUL_PRECISIONS)}, "
                          "or null for torch's default")
     torch.set_float32_matmul_precision(precision)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
+MMAP_THRESHOLD = 32 * 2**20   # glibc's largest allowed value on 64-bit systems
+TRIM_THRESHOLD = 256 * 2**20
+
+
+def set_malloc_tuning(enabled: bool | None) -> bool:
+    """With True, let glibc's heap reuse freed tensors of up to 32 MiB (`mallopt` M_MMAP_THRESHOLD
+    at its maximum, M_TRIM_THRESHOLD 256 MiB); False or None keep glibc's defaults. Returns
+    whether the settings were applied (only glibc, i.e. Linux, has them).
+
+    By default glibc serves allocations above an adaptive threshold with fresh `mmap`s and hands
+    trimmed heap back to the kernel, so a CPU training step that allocates the same activation
+    tensors every step takes page faults through all of them again. Setting both thresholds
+    (either alone does not help) keeps those pages: the default run's bf16 U-Net step on the
+    2-core development machine went from 52-57 to 68-70 images/s. The cost is up to 256 MiB of
+    freed memory a process may keep instead of returning it. Dataloader workers forked afterwards
+    inherit the settings.
+    """
+    if enabled is None or enabled is False:
+        return False
+    if enabled is not True:
+        raise ValueError(f"malloc_tuning={enabled!r}: expected true, false or null")
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
