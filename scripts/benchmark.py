@@ -57,7 +57,7 @@ sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]  # run from a checkout; 
 
 from segsuite.losses import CrossEntropyLoss
 from segsuite.metrics import SegmentationMetrics, confusion_matrix, scores_to_labels
-from segsuite.utils.threads import set_malloc_tuning
+from segsuite.utils.runtime import set_malloc_tuning
 
 ARCHITECTURES = ["deeplabv3plus", "pspnet", "upernet", "gcn", "duc_hdc", "fcn8s", "segnet", "enet", "unet"]
 LOW_INTENSITY = {"enet", "unet"}  # excluded from the FLOP/s targets (tiny convs, memory-bound)

@@ -29,7 +29,7 @@ from segsuite.inference import Inferencer, build_inferencer
 from segsuite.metrics import scores_to_labels
 from segsuite.utils.config import check_required
 from segsuite.utils.paths import config_dir
-from segsuite.utils.threads import set_malloc_tuning, set_matmul_precision, set_torch_threads
+from segsuite.utils.runtime import set_malloc_tuning, set_matmul_precision, set_torch_threads
 from segsuite.utils.visualize import overlay, save_palette_png, save_rgb
 
 log = logging.getLogger("segsuite.predict")

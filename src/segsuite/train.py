@@ -31,7 +31,7 @@ from segsuite.utils.instantiate import close_loggers, instantiate_callbacks, ins
 from segsuite.utils.paths import config_dir
 from segsuite.utils.reporting import format_scores
 from segsuite.utils.resolvers import register_resolvers
-from segsuite.utils.threads import set_malloc_tuning, set_matmul_precision, set_torch_threads
+from segsuite.utils.runtime import set_malloc_tuning, set_matmul_precision, set_torch_threads
 
 register_resolvers()
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from segsuite.train import train
-from segsuite.utils.threads import set_malloc_tuning, set_matmul_precision, set_torch_threads
+from segsuite.utils.runtime import set_malloc_tuning, set_matmul_precision, set_torch_threads
 from test_configs import TINY_INPROCESS
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -86,7 +86,7 @@ def test_bad_matmul_precisions_are_refused_with_the_key_name(bad):
 FAULT_PROBE = """
 import resource, sys
 import numpy as np
-from segsuite.utils.threads import set_malloc_tuning
+from segsuite.utils.runtime import set_malloc_tuning
 applied = set_malloc_tuning(True) if sys.argv[1] == "on" else False
 def allocate():
     blocks = [np.ones(2**19) for _ in range(20)]
