@@ -76,9 +76,7 @@ class SegmentationModule(pl.LightningModule):
         self.channels_last = channels_last
         self.compile = compile
         self.inference = inference if inference is not None else Inferencer()
-        # Scores and predicted labels of the latest validation/test batch, read by evaluate's
-        # callbacks (confusion matrix, saved predictions).
-        self.last_eval_logits: torch.Tensor | None = None
+        # Predicted labels of the latest validation/test batch, read by evaluate's prediction saver.
         self.last_eval_preds: torch.Tensor | None = None
         self.val_metrics = SegmentationMetrics(num_classes, ignore_index)
         self.test_metrics = SegmentationMetrics(num_classes, ignore_index)
@@ -134,8 +132,8 @@ class SegmentationModule(pl.LightningModule):
 
     def _eval_step(self, batch: dict[str, Any], metrics: SegmentationMetrics, stage: str) -> None:
         logits = self.inference(self, batch["image"])
-        # the prediction is computed once: metrics and evaluate's callbacks take the labels
-        self.last_eval_logits, self.last_eval_preds = logits.detach(), scores_to_labels(logits.detach())
+        # the prediction is computed once: the metric and evaluate's prediction saver take the labels
+        self.last_eval_preds = scores_to_labels(logits.detach())
         extras = {k: v for k, v in batch.items() if k not in EXTRA_BATCH_KEYS_EXCLUDED}
         loss = self.criterion(logits, batch["mask"], **extras)
         metrics.update(self.last_eval_preds, batch["mask"])
