@@ -114,10 +114,10 @@ def test_malloc_tuning_lets_the_heap_reuse_freed_tensors():
 
 
 def test_train_applies_malloc_tuning(compose_cfg, tmp_path, monkeypatch):
-    import segsuite.train as train_module
+    from segsuite.utils import runtime
 
     seen = []
-    monkeypatch.setattr(train_module, "set_malloc_tuning", seen.append)
+    monkeypatch.setattr(runtime, "set_malloc_tuning", seen.append)
     cfg = compose_cfg("train", [*TINY_INPROCESS, "malloc_tuning=false", f"paths.output_dir={tmp_path}", "test=false"])
     assert compose_cfg("train", []).malloc_tuning is True  # the shipped default
     train(cfg)

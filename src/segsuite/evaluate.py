@@ -32,7 +32,7 @@ from segsuite.utils.instantiate import close_loggers
 from segsuite.utils.paths import config_dir
 from segsuite.utils.reporting import format_scores
 from segsuite.utils.resolvers import register_resolvers
-from segsuite.utils.runtime import set_malloc_tuning, set_matmul_precision, set_torch_threads
+from segsuite.utils.runtime import apply_runtime_settings
 from segsuite.utils.visualize import save_confusion_matrix_png, save_palette_png
 
 register_resolvers()
@@ -118,9 +118,7 @@ def write_per_class_csv(path: Path, class_names: Sequence[str], scores: dict[str
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate `cfg.ckpt_path` on `cfg.split` with `cfg.tta`; return the summary metrics."""
     check_required(cfg)
-    set_torch_threads(cfg.get("torch_threads"))
-    set_matmul_precision(cfg.get("float32_matmul_precision"))
-    set_malloc_tuning(cfg.get("malloc_tuning"))
+    apply_runtime_settings(cfg)
     if cfg.split not in ("val", "test"):
         raise ValueError(f"split={cfg.split!r}: expected 'val' or 'test'")
     out = Path(cfg.paths.output_dir)

@@ -29,7 +29,7 @@ from segsuite.inference import Inferencer, build_inferencer
 from segsuite.metrics import scores_to_labels
 from segsuite.utils.config import check_required
 from segsuite.utils.paths import config_dir
-from segsuite.utils.runtime import set_malloc_tuning, set_matmul_precision, set_torch_threads
+from segsuite.utils.runtime import apply_runtime_settings
 from segsuite.utils.visualize import overlay, save_palette_png, save_rgb
 
 log = logging.getLogger("segsuite.predict")
@@ -107,9 +107,7 @@ class Predictor:
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Predict every image of `cfg.input`; return {"written": [...], "skipped": {path: reason}}."""
     check_required(cfg)
-    set_torch_threads(cfg.get("torch_threads"))
-    set_matmul_precision(cfg.get("float32_matmul_precision"))
-    set_malloc_tuning(cfg.get("malloc_tuning"))
+    apply_runtime_settings(cfg)
     images = find_images(str(cfg.input), cfg.extensions)
     out_dir = Path(cfg.output) if cfg.get("output") else Path(cfg.paths.output_dir) / "predictions"
     targets = output_paths(images, out_dir)

@@ -31,7 +31,7 @@ from segsuite.utils.instantiate import close_loggers, instantiate_callbacks, ins
 from segsuite.utils.paths import config_dir
 from segsuite.utils.reporting import format_scores
 from segsuite.utils.resolvers import register_resolvers
-from segsuite.utils.runtime import set_malloc_tuning, set_matmul_precision, set_torch_threads
+from segsuite.utils.runtime import apply_runtime_settings
 
 register_resolvers()
 
@@ -82,9 +82,7 @@ def _check_ckpt(path: str | None) -> None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test as configured; return all logged metrics (floats)."""
     check_required(cfg)
-    set_torch_threads(cfg.get("torch_threads"))
-    set_matmul_precision(cfg.get("float32_matmul_precision"))
-    set_malloc_tuning(cfg.get("malloc_tuning"))
+    apply_runtime_settings(cfg)
     _check_ckpt(cfg.get("ckpt_path"))
     _group_sweep_runs(cfg)
     output_dir = Path(cfg.paths.output_dir)

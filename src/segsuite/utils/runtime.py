@@ -5,6 +5,8 @@ float32 matmul precision (`float32_matmul_precision`) and glibc's allocator thre
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -67,3 +69,10 @@ def set_malloc_tuning(enabled: bool | None) -> bool:
     except (OSError, AttributeError):  # not glibc
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def apply_runtime_settings(cfg: Mapping[str, Any]) -> None:
+    """Apply an entry point's `torch_threads`, `float32_matmul_precision` and `malloc_tuning`."""
+    set_torch_threads(cfg.get("torch_threads"))
+    set_matmul_precision(cfg.get("float32_matmul_precision"))
+    set_malloc_tuning(cfg.get("malloc_tuning"))
