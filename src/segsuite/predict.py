@@ -25,6 +25,7 @@ from tqdm import tqdm
 from segsuite.checkpoint import build_net, describe, load_checkpoint, run_config
 from segsuite.data.datasets.base import DatasetError
 from segsuite.data.io import read_image
+from segsuite.data.transforms import DeviceNormalize
 from segsuite.inference import Inferencer, build_inferencer
 from segsuite.metrics import scores_to_labels
 from segsuite.utils.config import check_required
@@ -92,15 +93,14 @@ class Predictor:
                  device: torch.device) -> None:
         self.net = net.eval().to(device)
         self.device = device
-        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255.0
-        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255.0
+        self.normalize = DeviceNormalize(mean, std)  # the training datamodule's normalisation
         self.inferencer = inferencer
 
     @torch.no_grad()
     def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Masks `[N,H,W]` (uint8 class ids) for same-size RGB uint8 images `[H,W,3]`."""
-        x = torch.from_numpy(np.stack(images)).to(self.device).permute(0, 3, 1, 2).float()
-        logits = self.inferencer(self.net, (x - self.mean) / self.std)
+        x = torch.from_numpy(np.stack(images)).to(self.device).permute(0, 3, 1, 2)
+        logits = self.inferencer(self.net, self.normalize(x))
         return scores_to_labels(logits).to(torch.uint8).cpu().numpy()
 
 
