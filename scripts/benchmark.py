@@ -7,7 +7,8 @@
     make bench ARGS="--quick"
 
 Sections (`--sections`, default all):
-  peak     measured peak matmul FLOP/s (2048x2048, fp32 and bf16), the denominator of every "% of peak"
+  peak     measured peak GEMM FLOP/s (2048^3, fp32 and bf16; the faster of `a @ b` and the same
+           product as a 1x1 convolution), the denominator of every "% of peak"
   models   per architecture: parameters, GFLOPs/image (torch.utils.flop_counter), training-step and
            inference images/s in fp32 / bf16-mixed, with and without channels_last (and torch.compile
            with --compile), peak memory, achieved FLOP/s as a fraction of the measured peak
@@ -166,15 +167,39 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 
 
 # -- peak ---------------------------------------------------------------------------------------------
-def peak_matmul(device: torch.device, size: int, iters: int) -> dict[str, float]:
-    """GFLOP/s of a `size`x`size` matmul in fp32 and bf16 (2 n^3 FLOPs per product)."""
-    out = {}
+def conv1x1_operands(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input, weight) of a 1x1 convolution that computes `a @ b` ([M, K] x [K, N]): N pixels,
+    K -> M channels; the input in channels_last, the shipped memory format.
+
+    The same 2*M*K*N FLOPs as `a @ b`, but through the convolution library (oneDNN on CPUs,
+    cuDNN on GPUs) instead of BLAS."""
+    m, k = a.shape
+    return b.reshape(1, k, b.shape[1], 1).contiguous(memory_format=torch.channels_last), a.reshape(m, k, 1, 1)
+
+
+def gemm_as_conv1x1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """`a @ b` through `conv1x1_operands`."""
+    return torch.nn.functional.conv2d(*conv1x1_operands(a, b)).reshape(a.shape[0], b.shape[1])
+
+
+def peak_matmul(device: torch.device, size: int, iters: int) -> dict[str, Any]:
+    """Peak GFLOP/s of a `size`^3 matrix product (2 size^3 FLOPs) in fp32 and bf16.
+
+    Timed through both GEMM paths a model's layers take: `a @ b` (BLAS: MKL on x86 CPUs, cuBLAS
+    on GPUs) and the same product as a 1x1 convolution (`conv1x1_operands`). The peak is the
+    faster of the two; both are kept under "paths". They can differ by 2x: on AMD CPUs MKL's
+    fp32 GEMM runs its AVX2 code while oneDNN's convolutions use AVX-512, so a peak from `a @ b`
+    alone would put convolution-heavy models above 100%.
+    """
+    paths: dict[str, dict[str, float]] = {"matmul": {}, "conv1x1": {}}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         a = torch.randn(size, size, device=device).to(dtype)
         b = torch.randn(size, size, device=device).to(dtype)
-        seconds = best_time(lambda a=a, b=b: a @ b, 1, iters, device)
-        out[name] = 2 * size**3 / seconds / 1e9
-    return out
+        x, w = conv1x1_operands(a, b)  # laid out once, outside the timing
+        for path, run in (("matmul", lambda a=a, b=b: a @ b),
+                          ("conv1x1", lambda x=x, w=w: torch.nn.functional.conv2d(x, w))):
+            paths[path][name] = 2 * size**3 / best_time(run, 1, iters, device) / 1e9
+    return {name: max(p[name] for p in paths.values()) for name in ("fp32", "bf16")} | {"paths": paths}
 
 
 # -- models -------------------------------------------------------------------------------------------
@@ -679,8 +704,12 @@ def markdown(results: dict[str, Any]) -> str:
              + (f", at end {m.get('load_avg_end')}" if "load_avg_end" in m else "") + ".", ""]
     if "peak" in results:
         p = results["peak"]
-        lines += [(f"Measured peak matmul ({results['settings']['peak_size']}²): **{p['fp32']:.0f} GFLOP/s fp32**, "
-                  f"**{p['bf16']:.0f} GFLOP/s bf16**."), ""]
+        paths = p.get("paths", {})
+        by_path = "; ".join(f"{prec}: `a @ b` {paths['matmul'][prec]:.0f}, 1×1 convolution {paths['conv1x1'][prec]:.0f}"
+                            for prec in ("fp32", "bf16")) if paths else ""
+        lines += [(f"Measured peak GEMM ({results['settings']['peak_size']}³, the faster of `a @ b` and the same product "
+                   f"as a 1×1 convolution): **{p['fp32']:.0f} GFLOP/s fp32**, **{p['bf16']:.0f} GFLOP/s bf16**"
+                   + (f" ({by_path})." if by_path else ".")), ""]
     targets = target_rows(results)
     if targets:
         lines += ["| target | measured | ratio | met |", "|---|---|---|---|"]
@@ -689,7 +718,7 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("models"):
         s = results["settings"]
         lines += [(f"Models: batch {s['batch']}, crop {s['crop_desc']}, {s['num_classes']} classes, fused-SGD step, "
-                  f"best of {s['iters']} after {s['warmup']} warm-up; % peak is against the matmul peak measured again right "
+                  f"best of {s['iters']} after {s['warmup']} warm-up; % peak is against the peak GEMM measured again right "
                   "before each model (load drifts on a shared machine). GFLOPs count multiply-adds as 2 FLOPs "
                   "(torch.utils.flop_counter); train = forward + backward per image. Memory: "
                   f"{results['models'][0]['variants'][0]['mem_method']}, MiB."), "",
@@ -840,9 +869,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     peak = None
     if "peak" in args.sections or "models" in args.sections:
-        print("peak matmul", flush=True)
+        print("peak GEMM", flush=True)
         peak = results["peak"] = peak_matmul(device, args.peak_size, max(args.iters, 3))
-        print(f"  fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s", flush=True)
+        for prec in ("fp32", "bf16"):
+            print(f"  {prec} {peak[prec]:.0f} GFLOP/s (a @ b {peak['paths']['matmul'][prec]:.0f}, "
+                  f"1x1 conv {peak['paths']['conv1x1'][prec]:.0f})", flush=True)
     def bench_models() -> list[dict[str, Any]]:
         results["models"] = []
         for name in args.models:

@@ -103,3 +103,17 @@ def test_confusion_matrix_forms_agree(harness):
             expected[t, p] += 1
     assert torch.equal(confusion_matrix(preds, target, 5, 255), expected)
     assert torch.equal(harness.confusion_matrix_reference(preds, target, 5, 255), expected)
+
+
+def test_gemm_as_conv1x1_is_the_same_product(harness):
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(6, 5, generator=g), torch.randn(5, 7, generator=g)
+    torch.testing.assert_close(harness.gemm_as_conv1x1(a, b), a @ b)
+
+
+def test_peak_is_the_faster_gemm_path(quick_run):
+    results, _ = quick_run
+    peak = results["peak"]
+    for precision in ("fp32", "bf16"):
+        by_path = [peak["paths"][path][precision] for path in ("matmul", "conv1x1")]
+        assert min(by_path) > 0 and peak[precision] == max(by_path)
