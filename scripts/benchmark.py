@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Benchmark harness: how close training and inference come to this machine's limit.
 
-    python scripts/benchmark.py                      # full run (defaults sized for a 2-core CPU, ~4 min)
+    python scripts/benchmark.py                      # full run, each model at its paper's crop (2-core CPU: ~30 min)
+    python scripts/benchmark.py --crop cpu           # every model at 128x128 (2-core CPU: ~4 min)
     python scripts/benchmark.py --quick              # tiny smoke run (seconds)
-    python scripts/benchmark.py --models pspnet unet --crop paper --compile
+    python scripts/benchmark.py --models pspnet unet --compile
     make bench ARGS="--quick"
 
 Sections (`--sections`, default all):
@@ -787,16 +788,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models", nargs="+", choices=ARCHITECTURES, help=f"architectures (default: all {len(ARCHITECTURES)})")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=SECTIONS)
     p.add_argument("--out", type=Path, default=REPO / "outputs" / "benchmark", help="writes benchmark.json and benchmark.md here")
-    p.add_argument("--crop", choices=["cpu", "paper"], default="cpu",
-                   help="cpu: square --crop-size for every model; paper: each paper's training crop")
+    p.add_argument("--crop", choices=["paper", "cpu"], default="paper",
+                   help="paper: each paper's training crop (the targets' setting); cpu: square --crop-size for "
+                        "every model, a quicker look")
     p.add_argument("--crop-size", type=int, default=128, help="side of the cpu crop")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--num-classes", type=int, default=19)
     p.add_argument("--backbone", default=None, help="ResNet depth for ResNet models (default: each config's)")
     p.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
     p.add_argument("--compile", action="store_true", help="also time torch.compile variants (slow warm-up on CPU)")
-    p.add_argument("--iters", type=int, default=4)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--iters", type=int, default=None,
+                   help="timed repetitions, the best counts (default: 2 at paper crops, 4 at the cpu crop)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed repetitions first (default: 1 paper, 2 cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--cudnn-benchmark", choices=["on", "off"], default="off",
@@ -825,12 +828,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.models = args.models or ["enet"]
-        args.crop_size, args.iters, args.warmup, args.peak_size = 64, 1, 1, 512
+        args.crop, args.crop_size, args.iters, args.warmup, args.peak_size = "cpu", 64, 1, 1, 512
         args.datasets = args.datasets or ["camvid"]
         args.data_seconds, args.loss_crop, args.loop_crop = 0.05, [64, 64], 64
         args.loop_batches, args.loop_skip, args.loop_workers = 2, 1, "0"
         args.slide_image, args.slide_window = [128, 256], [64, 128]
         args.losses = ["ce", *[n for n in args.losses if n in DISTANCE_LOSSES]] if args.losses == LOSSES else args.losses
+    # steps at paper crops take seconds and vary little; 128x128 ones take tens of ms and need more tries
+    paper = args.crop == "paper"
+    args.iters = args.iters if args.iters is not None else (2 if paper else 4)
+    args.warmup = args.warmup if args.warmup is not None else (1 if paper else 2)
     args.models = args.models or ARCHITECTURES
     names = args.datasets or [d[0] for d in DATASETS]
     args.datasets = [d for d in DATASETS if d[0] in names]

@@ -21,6 +21,23 @@ def test_synthetic_is_deterministic_per_seed_split_and_index():
     assert not np.array_equal(a[0]["image"], SyntheticShapes(split="val", num_images=4, seed=3)[0]["image"])
 
 
+def test_preloaded_synthetic_serves_the_rendered_images_as_copies():
+    rendered = SyntheticShapes(num_images=5, image_size=(40, 56), num_classes=31, seed=7)
+    preloaded = SyntheticShapes(num_images=5, image_size=(40, 56), num_classes=31, seed=7, preload=True)
+    for i in range(5):
+        a, b = rendered[i], preloaded[i]
+        assert np.array_equal(a["image"], b["image"]) and np.array_equal(a["mask"], b["mask"])
+        assert b["mask"].dtype == np.int64 and b["name"] == a["name"]
+    # a caller that writes into a sample does not change the stored one
+    item = preloaded[2]
+    item["image"][:] = 0
+    item["mask"][:] = 0
+    assert np.array_equal(preloaded[2]["image"], rendered[2]["image"])
+    assert np.array_equal(preloaded[2]["mask"], rendered[2]["mask"])
+    with pytest.raises(IndexError, match="index 5 out of range"):
+        preloaded.load(5)
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_synthetic_shapes_fit_the_box_they_are_drawn_in(shape):
     """Objects are rendered only within `_REACH` radii of their centre: no shape may reach further
