@@ -540,13 +540,15 @@ def _bench_loop(args, device: torch.device, workdir: Path) -> dict[str, Any]:
     overrides = [
         f"model={args.ref_model}", "dataset=synthetic", f"dataset.image_size=[{crop},{crop}]",
         f"dataset.crop_size=[{crop},{crop}]", f"dataset.num_classes={min(args.num_classes, 31)}",
-        f"data.batch_size={args.batch}", f"data.num_workers={args.loop_workers}", "loss=ce",
+        *([f"data.batch_size={args.loop_batch}"] if args.loop_batch else []),
+        f"data.num_workers={args.loop_workers}", "loss=ce",
         f"paths.output_dir={workdir}", f"paths.log_dir={workdir}",
         "~callbacks", "~logger",
     ]
     if device.type == "cpu":
         overrides.append("trainer=cpu")
     cfg = compose_train(overrides)
+    batch_size = int(cfg.data.batch_size)
     pl.seed_everything(0, workers=True)
     datamodule, module = build_components(cfg)
 
@@ -601,14 +603,14 @@ def _bench_loop(args, device: torch.device, workdir: Path) -> dict[str, Any]:
     net.to(device)  # Lightning moves the module back to the CPU when fit ends
     bare += bare_times(half)
     gaps = np.diff(clock.stamps[args.loop_skip - 1:])
-    loop_ips = args.batch / float(np.median(gaps))
-    loop_best_ips = args.batch / float(gaps.min())
-    bare_ips = args.batch / float(np.median(bare))
-    out = {"model": args.ref_model, "crop": [crop, crop], "batch": args.batch, "precision": str(cfg.trainer.precision),
+    loop_ips = batch_size / float(np.median(gaps))
+    loop_best_ips = batch_size / float(gaps.min())
+    bare_ips = batch_size / float(np.median(bare))
+    out = {"model": args.ref_model, "crop": [crop, crop], "batch": batch_size, "precision": str(cfg.trainer.precision),
            "channels_last": bool(module.channels_last), "num_workers": datamodule.num_workers, "batches_timed": len(gaps),
            "loop_ips": loop_ips, "loop_best_ips": loop_best_ips, "bare_ips": bare_ips,
-           "bare_best_ips": args.batch / min(bare), "ratio": loop_ips / bare_ips,
-           "ratio_best": loop_best_ips / (args.batch / min(bare))}
+           "bare_best_ips": batch_size / min(bare), "ratio": loop_ips / bare_ips,
+           "ratio_best": loop_best_ips / (batch_size / min(bare))}
     print(f"  Lightning loop {loop_ips:.2f} img/s (median batch; best {loop_best_ips:.2f}) vs bare step "
           f"{bare_ips:.2f} img/s median: {out['ratio']:.0%}", flush=True)
     return out
@@ -817,6 +819,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ref-model", choices=ARCHITECTURES, default="unet",
                    help="model of the loss-step, metric and Lightning-loop measurements (the default run's model)")
     p.add_argument("--loop-crop", type=int, default=128)
+    p.add_argument("--loop-batch", type=int, default=None,
+                   help="batch of the Lightning run and its bare step (default: train.yaml's data.batch_size, 16)")
     p.add_argument("--loop-batches", type=int, default=40, help="timed Lightning batches")
     p.add_argument("--loop-skip", type=int, default=3, help="warm-up Lightning batches not timed (worker start-up)")
     p.add_argument("--loop-workers", default="auto",
@@ -831,7 +835,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.crop, args.crop_size, args.iters, args.warmup, args.peak_size = "cpu", 64, 1, 1, 512
         args.datasets = args.datasets or ["camvid"]
         args.data_seconds, args.loss_crop, args.loop_crop = 0.05, [64, 64], 64
-        args.loop_batches, args.loop_skip, args.loop_workers = 2, 1, "0"
+        args.loop_batches, args.loop_skip, args.loop_workers, args.loop_batch = 2, 1, "0", args.loop_batch or 2
         args.slide_image, args.slide_window = [128, 256], [64, 128]
         args.losses = ["ce", *[n for n in args.losses if n in DISTANCE_LOSSES]] if args.losses == LOSSES else args.losses
     # steps at paper crops take seconds and vary little; 128x128 ones take tens of ms and need more tries

@@ -23,7 +23,7 @@ from segsuite.models.backbones.resnet import ResNet, adapt_first_conv, resnet
 from segsuite.models.blocks import PooledConvBNReLU
 from segsuite.models.deeplabv3plus import DeepLabV3Plus
 from segsuite.models.duc_hdc import DUCHDC, DenseUpsamplingConv
-from segsuite.models.gcn import GCN, GlobalConvBlock
+from segsuite.models.gcn import GCN, GlobalConvBlock, RowConv2d
 from segsuite.models.pspnet import PSPNet
 from segsuite.models.upernet import UPerNet
 
@@ -346,6 +346,27 @@ def test_gcn_block_covers_a_k_by_k_window():
     torch.testing.assert_close(block(x)[0, 0], expected)
     with pytest.raises(ValueError, match="odd"):
         GlobalConvBlock(1, 1, kernel_size=4)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_row_conv_is_a_plain_1_by_k_convolution(memory_format):
+    """RowConv2d (computed through the transposed k x 1 convolution) gives nn.Conv2d's output and
+    gradients, on a non-square map with an asymmetric kernel; its parameters keep the 1 x k shape."""
+    g = torch.Generator().manual_seed(0)
+    conv = RowConv2d(6, 4, 5)
+    assert conv.weight.shape == (4, 6, 1, 5) and conv.padding == (0, 2)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(4, 6, 1, 5, generator=g))
+        conv.bias.copy_(torch.randn(4, generator=g))
+    x = torch.randn(2, 6, 7, 11, generator=g).contiguous(memory_format=memory_format).requires_grad_()
+    out = conv(x)
+    expected = torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=(0, 2))
+    torch.testing.assert_close(out, expected)
+    grad = torch.randn(out.shape, generator=g)
+    got = torch.autograd.grad(out, (x, conv.weight, conv.bias), grad)
+    want = torch.autograd.grad(expected, (x, conv.weight, conv.bias), grad)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
 
 
 def test_architecture_loads_pretrained_backbone(tmp_path):
