@@ -178,11 +178,6 @@ def conv1x1_operands(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, to
     return b.reshape(1, k, b.shape[1], 1).contiguous(memory_format=torch.channels_last), a.reshape(m, k, 1, 1)
 
 
-def gemm_as_conv1x1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """`a @ b` through `conv1x1_operands`."""
-    return torch.nn.functional.conv2d(*conv1x1_operands(a, b)).reshape(a.shape[0], b.shape[1])
-
-
 def peak_matmul(device: torch.device, size: int, iters: int) -> dict[str, Any]:
     """Peak GFLOP/s of a `size`^3 matrix product (2 size^3 FLOPs) in fp32 and bf16.
 

@@ -105,10 +105,12 @@ def test_confusion_matrix_forms_agree(harness):
     assert torch.equal(harness.confusion_matrix_reference(preds, target, 5, 255), expected)
 
 
-def test_gemm_as_conv1x1_is_the_same_product(harness):
+def test_the_1x1_convolution_of_the_peak_is_the_same_product(harness):
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(6, 5, generator=g), torch.randn(5, 7, generator=g)
-    torch.testing.assert_close(harness.gemm_as_conv1x1(a, b), a @ b)
+    out = torch.nn.functional.conv2d(*harness.conv1x1_operands(a, b))
+    assert out.shape == (1, 6, 7, 1)  # 7 pixels, 5 -> 6 channels
+    torch.testing.assert_close(out.reshape(6, 7), a @ b)
 
 
 def test_peak_is_the_faster_gemm_path(quick_run):

@@ -350,8 +350,9 @@ def test_gcn_block_covers_a_k_by_k_window():
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 def test_row_conv_is_a_plain_1_by_k_convolution(memory_format):
-    """RowConv2d (computed through the transposed k x 1 convolution) gives nn.Conv2d's output and
-    gradients, on a non-square map with an asymmetric kernel; its parameters keep the 1 x k shape."""
+    """RowConv2d (computed through the transposed k x 1 convolution) gives nn.Conv2d's output, in
+    the input's memory format, and its gradients, on a non-square map with an asymmetric kernel;
+    its parameters keep the 1 x k shape."""
     g = torch.Generator().manual_seed(0)
     conv = RowConv2d(6, 4, 5)
     assert conv.weight.shape == (4, 6, 1, 5) and conv.padding == (0, 2)
@@ -362,6 +363,7 @@ def test_row_conv_is_a_plain_1_by_k_convolution(memory_format):
     out = conv(x)
     expected = torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=(0, 2))
     torch.testing.assert_close(out, expected)
+    assert out.is_contiguous(memory_format=memory_format)  # the input's layout, as nn.Conv2d returns
     grad = torch.randn(out.shape, generator=g)
     got = torch.autograd.grad(out, (x, conv.weight, conv.bias), grad)
     want = torch.autograd.grad(expected, (x, conv.weight, conv.bias), grad)

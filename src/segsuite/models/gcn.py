@@ -36,11 +36,10 @@ class RowConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
             return super().forward(x)
-        xt = x.transpose(2, 3)
-        if x.is_contiguous(memory_format=torch.channels_last):
-            xt = xt.contiguous(memory_format=torch.channels_last)  # else conv2d would pick NCHW
+        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        xt = x.transpose(2, 3).contiguous(memory_format=fmt)
         out = F.conv2d(xt, self.weight.transpose(2, 3), self.bias, padding=(self.padding[1], 0))
-        return out.transpose(2, 3)
+        return out.transpose(2, 3).contiguous(memory_format=fmt)  # the input's layout, as nn.Conv2d returns
 
 
 class GlobalConvBlock(nn.Module):
