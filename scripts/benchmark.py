@@ -183,9 +183,9 @@ def peak_matmul(device: torch.device, size: int, iters: int) -> dict[str, Any]:
 
     Timed through both GEMM paths a model's layers take: `a @ b` (BLAS: MKL on x86 CPUs, cuBLAS
     on GPUs) and the same product as a 1x1 convolution (`conv1x1_operands`). The peak is the
-    faster of the two; both are kept under "paths". They can differ by 2x: on AMD CPUs MKL's
-    fp32 GEMM runs its AVX2 code while oneDNN's convolutions use AVX-512, so a peak from `a @ b`
-    alone would put convolution-heavy models above 100%.
+    faster of the two; both are kept under "paths". They can differ by 2x: on the AMD
+    development CPU MKL's fp32 GEMM (no AVX-512 code path there) reaches half of what oneDNN's
+    convolutions do, so a peak from `a @ b` alone put convolution-heavy models above 100%.
     """
     paths: dict[str, dict[str, float]] = {"matmul": {}, "conv1x1": {}}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
