@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark harness: how close training and inference come to this machine's limit.
 
-    python scripts/benchmark.py                      # full run, each model at its paper's crop (2-core CPU: ~30 min)
+    python scripts/benchmark.py                      # full run, each model at its paper's crop (2-core CPU: ~14 min)
     python scripts/benchmark.py --crop cpu           # every model at 128x128 (2-core CPU: ~4 min)
     python scripts/benchmark.py --quick              # tiny smoke run (seconds)
     python scripts/benchmark.py --models pspnet unet --compile
