@@ -59,7 +59,7 @@ sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]  # run from a checkout; 
 
 from segsuite.losses import CrossEntropyLoss
 from segsuite.metrics import SegmentationMetrics, confusion_matrix, scores_to_labels
-from segsuite.utils.runtime import set_malloc_tuning
+from segsuite.utils.runtime import apply_runtime_settings
 
 ARCHITECTURES = ["deeplabv3plus", "pspnet", "upernet", "gcn", "duc_hdc", "fcn8s", "segnet", "enet", "unet"]
 LOW_INTENSITY = {"enet", "unet"}  # excluded from the FLOP/s targets (tiny convs, memory-bound)
@@ -802,7 +802,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cudnn-benchmark", choices=["on", "off"], default="off",
                    help="torch.backends.cudnn.benchmark (off: as the default trainer config; trainer=gpu sets it)")
     p.add_argument("--malloc-tuning", choices=["on", "off"], default="on",
-                   help="glibc allocator thresholds, as train.yaml's malloc_tuning (default: on, its default)")
+                   help="glibc's heap keeps freed memory, as train.yaml's malloc_tuning (default: on, its default)")
     p.add_argument("--matmul-precision", choices=["highest", "high", "medium"], default="high",
                    help="torch.set_float32_matmul_precision, as train.yaml's float32_matmul_precision (default: its default)")
     p.add_argument("--peak-size", type=int, default=2048)
@@ -861,11 +861,10 @@ def write_report(results: dict[str, Any], out: Path, started: float) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the selected sections; write and return the results."""
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.set_float32_matmul_precision(args.matmul_precision)
     torch.backends.cudnn.benchmark = args.cudnn_benchmark == "on"
-    malloc_tuned = set_malloc_tuning(args.malloc_tuning == "on")
+    # the entry points' own mechanism, so the harness runs with the settings a training run applies
+    malloc_tuned = apply_runtime_settings({"torch_threads": args.threads, "float32_matmul_precision": args.matmul_precision,
+                                           "malloc_tuning": args.malloc_tuning == "on"})
     crop_desc = "each paper's training crop" if args.crop == "paper" else f"{args.crop_size}×{args.crop_size} (CPU-sized)"
     results: dict[str, Any] = {"machine": machine_info(device), "settings": {
         "quick": args.quick, "batch": args.batch, "crop": args.crop, "crop_desc": crop_desc, "num_classes": args.num_classes,

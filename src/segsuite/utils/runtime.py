@@ -1,6 +1,6 @@
 """Process-wide compute settings from the config: the CPU thread count (`torch_threads`), the
-float32 matmul precision (`float32_matmul_precision`) and glibc's allocator thresholds
-(`malloc_tuning`)."""
+float32 matmul precision (`float32_matmul_precision`) and whether glibc's heap keeps freed
+memory (`malloc_tuning`)."""
 
 from __future__ import annotations
 
@@ -72,8 +72,9 @@ def set_malloc_tuning(enabled: bool | None) -> bool:
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, NEVER_TRIM))
 
 
-def apply_runtime_settings(cfg: Mapping[str, Any]) -> None:
-    """Apply an entry point's `torch_threads`, `float32_matmul_precision` and `malloc_tuning`."""
+def apply_runtime_settings(cfg: Mapping[str, Any]) -> bool:
+    """Apply an entry point's `torch_threads`, `float32_matmul_precision` and `malloc_tuning`;
+    return whether the allocator settings took effect (see `set_malloc_tuning`)."""
     set_torch_threads(cfg.get("torch_threads"))
     set_matmul_precision(cfg.get("float32_matmul_precision"))
-    set_malloc_tuning(cfg.get("malloc_tuning"))
+    return set_malloc_tuning(cfg.get("malloc_tuning"))
