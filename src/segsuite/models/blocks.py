@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segsuite.models.nchw import NCHWConv2d
+
 
 def resize_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bilinearly resize `x` to spatial `size` (no-op when it already has that size)."""
@@ -17,11 +19,17 @@ def resize_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 class ConvBNReLU(nn.Sequential):
-    """Convolution (no bias) + BatchNorm + ReLU; padding keeps the size for odd kernels."""
+    """Convolution (no bias) + BatchNorm + ReLU; padding keeps the size for odd kernels.
 
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, dilation: int = 1) -> None:
+    `nchw_on_cpu` makes the convolution an `NCHWConv2d` (for wide convolutions, where oneDNN's
+    fp32 channels_last kernels are slow).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, dilation: int = 1,
+                 nchw_on_cpu: bool = False) -> None:
+        conv = NCHWConv2d if nchw_on_cpu else nn.Conv2d
         super().__init__(
-            nn.Conv2d(
+            conv(
                 in_ch, out_ch, kernel_size, padding=dilation * (kernel_size // 2), dilation=dilation, bias=False
             ),
             nn.BatchNorm2d(out_ch),

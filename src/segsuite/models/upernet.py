@@ -59,7 +59,7 @@ class UPerNet(SegmentationModel):
         self.ppm_bottleneck = ConvBNReLU(self.ppm.out_channels, channels, 3)
         self.laterals = nn.ModuleList(ConvBNReLU(c, channels, 1) for c in stage_channels[:-1])
         self.fpn_convs = nn.ModuleList(ConvBNReLU(channels, channels, 3) for _ in stage_channels[:-1])
-        self.fuse = ConvBNReLU(len(stage_channels) * channels, channels, 3)
+        self.fuse = ConvBNReLU(len(stage_channels) * channels, channels, 3, nchw_on_cpu=True)
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
         self.aux_head = FCNHead(stage_channels[2], num_classes, dropout) if aux_head else None

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from segsuite.models.backbones.pretrained import load_pretrained, resolve_checkpoint
+from segsuite.models.nchw import NCHWConv2d
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class VGG(nn.Module):
         if fully_conv:
             # padding=3 keeps fc6's output at the pool5 size, so no 100-pixel input padding is needed.
             self.classifier = nn.Sequential(
-                nn.Conv2d(channels, FC_CHANNELS, 7, padding=3),
+                NCHWConv2d(channels, FC_CHANNELS, 7, padding=3),  # oneDNN's fp32 NHWC 7x7 is slow on the CPU
                 nn.ReLU(inplace=True),
                 nn.Dropout(fc_dropout),
                 nn.Conv2d(FC_CHANNELS, FC_CHANNELS, 1),

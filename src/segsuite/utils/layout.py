@@ -1,0 +1,39 @@
+"""Memory-format (layout) helpers whose gradients keep the layout the network runs in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def is_channels_last(t: torch.Tensor) -> bool:
+    """True for a 4-D tensor laid out NHWC that is not also NCHW-contiguous (C or H*W of 1)."""
+    return t.ndim == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+class _Relayout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+        ctx.grad_format = torch.channels_last if is_channels_last(x) else torch.contiguous_format
+        out = x.contiguous(memory_format=memory_format)
+        return x.view_as(x) if out is x else out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad.contiguous(memory_format=ctx.grad_format), None
+
+
+def relayout(x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+    """`x.contiguous(memory_format=...)` whose gradient comes back in `x`'s own layout.
+
+    `Tensor.contiguous` passes the gradient through in whatever layout the later ops produced,
+    so a layout change (or an op that builds plain NCHW gradients, such as `gather`) leaks into
+    every earlier layer's backward: a channels_last network then runs its convolutions' backward
+    with mixed layouts (oneDNN reorders each time or picks slower kernels), and the mix spreads
+    through residual sums. With `memory_format` equal to `x`'s own layout this is an identity in
+    the forward pass that only fixes the gradient's layout.
+    """
+    if not x.requires_grad or x.ndim != 4:
+        return x.contiguous(memory_format=memory_format)
+    return _Relayout.apply(x, memory_format)

@@ -1,0 +1,132 @@
+"""Layout helpers: `relayout`, `NCHWConv2d`, and the losses' gradient layout."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from segsuite.losses import CrossEntropyLoss, DiceLoss, FocalLoss
+from segsuite.models.backbones.resnet import resnet
+from segsuite.models.nchw import NCHWConv2d
+from segsuite.utils.layout import is_channels_last, relayout
+
+CL = torch.channels_last
+NCHW = torch.contiguous_format
+
+
+def test_is_channels_last_needs_a_layout_that_differs_from_nchw():
+    assert is_channels_last(torch.zeros(2, 3, 4, 5).contiguous(memory_format=CL))
+    assert not is_channels_last(torch.zeros(2, 3, 4, 5))
+    assert not is_channels_last(torch.zeros(2, 1, 4, 5).contiguous(memory_format=CL))  # both layouts at once
+    assert not is_channels_last(torch.zeros(2, 3, 4))
+
+
+@pytest.mark.parametrize(("source", "target"), [(CL, NCHW), (NCHW, CL), (CL, CL), (NCHW, NCHW)])
+def test_relayout_converts_forward_and_returns_the_gradient_in_the_source_layout(source, target):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 4, 5, generator=g).contiguous(memory_format=source).requires_grad_()
+    y = relayout(x, target)
+    assert torch.equal(y, x) and y.is_contiguous(memory_format=target)
+    # a later op whose gradient is in the other layout (here: the weights are laid out that way)
+    other = NCHW if source == CL else CL
+    w = torch.randn(2, 3, 4, 5, generator=g).contiguous(memory_format=other)
+    (y * w).sum().backward()
+    assert torch.equal(x.grad, w)
+    assert x.grad.is_contiguous(memory_format=source)
+
+
+def test_relayout_without_grad_is_plain_contiguous():
+    x = torch.randn(1, 3, 4, 4)
+    assert relayout(x, CL).is_contiguous(memory_format=CL)
+    assert relayout(x, NCHW) is x
+
+
+def _random_conv(dilation: int, g: torch.Generator, memory_format: torch.memory_format = CL) -> NCHWConv2d:
+    ours = NCHWConv2d(6, 5, 3, padding=dilation, dilation=dilation, bias=True)
+    with torch.no_grad():
+        ours.weight.copy_(torch.randn(ours.weight.shape, generator=g))
+        ours.bias.copy_(torch.randn(5, generator=g))
+    return ours.to(memory_format=memory_format)
+
+
+@pytest.mark.parametrize("dilation", [1, 2])
+@pytest.mark.parametrize("memory_format", [NCHW, CL])
+def test_nchw_conv_computes_the_convolution_in_the_callers_layout(dilation, memory_format):
+    """In a network laid out in `memory_format`: output and all gradients equal F.conv2d's on
+    NCHW copies, and keep the network's layout."""
+    g = torch.Generator().manual_seed(1)
+    conv = _random_conv(dilation, g, memory_format)
+    x = torch.randn(2, 6, 9, 7, generator=g).contiguous(memory_format=memory_format).requires_grad_()
+    out = conv(x)
+    assert out.is_contiguous(memory_format=memory_format)
+    x_ref = x.detach().contiguous().requires_grad_()
+    w_ref = conv.weight.detach().contiguous().requires_grad_()
+    b_ref = conv.bias.detach().clone().requires_grad_()
+    expected = F.conv2d(x_ref, w_ref, b_ref, padding=dilation, dilation=dilation)
+    torch.testing.assert_close(out, expected)
+    grad = torch.randn(out.shape, generator=g).contiguous(memory_format=memory_format)
+    out.backward(grad)
+    expected.backward(grad.contiguous())
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    torch.testing.assert_close(conv.weight.grad, w_ref.grad)
+    torch.testing.assert_close(conv.bias.grad, b_ref.grad)
+    assert x.grad.is_contiguous(memory_format=memory_format)
+    assert conv.weight.grad.is_contiguous(memory_format=memory_format)  # the parameter's own layout
+
+
+def test_nchw_conv_runs_in_nchw_only_for_cpu_float32():
+    """In the channels_last fp32 case the kernel sees NCHW tensors; under bf16 autocast it is
+    a plain convolution (channels_last, bf16 output)."""
+    conv = _random_conv(1, torch.Generator().manual_seed(2))
+    x = torch.randn(1, 6, 8, 8).contiguous(memory_format=CL)
+    seen = []
+    original = torch.nn.Conv2d._conv_forward
+
+    def spy(self, inp, weight, bias):
+        seen.append((inp.is_contiguous(), weight.is_contiguous(), inp.dtype))
+        return original(self, inp, weight, bias)
+
+    torch.nn.Conv2d._conv_forward = spy
+    try:
+        conv(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = conv(x)
+    finally:
+        torch.nn.Conv2d._conv_forward = original
+    assert seen[0] == (True, True, torch.float32)
+    assert seen[1][:2] == (False, False)  # channels_last input and weight as given
+    assert out.dtype == torch.bfloat16 and is_channels_last(out)
+
+
+def test_nchw_conv_keeps_nn_conv2d_parameters():
+    conv = NCHWConv2d(4, 8, 3, padding=1, bias=False)
+    plain = torch.nn.Conv2d(4, 8, 3, padding=1, bias=False)
+    assert list(conv.state_dict()) == list(plain.state_dict())
+    conv.load_state_dict(plain.state_dict())  # strict
+    assert isinstance(conv, torch.nn.Conv2d)
+
+
+def test_dilated_resnet_convolutions_are_nchw_convs_and_others_are_not():
+    net = resnet("resnet50", output_stride=8)
+    dilated = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.dilation != (1, 1)]
+    assert dilated and all(isinstance(m, NCHWConv2d) for m in dilated)
+    undilated = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.dilation == (1, 1)]
+    assert not any(isinstance(m, NCHWConv2d) for m in undilated)
+
+
+@pytest.mark.parametrize("loss", [CrossEntropyLoss(), FocalLoss(), DiceLoss()], ids=lambda m: type(m).__name__)
+def test_loss_gradient_comes_back_in_the_logits_layout(loss):
+    """Losses build NCHW gradients (gather, where, class reductions); the network gets them back
+    in the logits' layout, with the same values as for NCHW logits."""
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 4, 6, 5, generator=g)
+    target = torch.randint(0, 4, (2, 6, 5), generator=g)
+    target[0, 0, :3] = 255
+    cl = logits.contiguous(memory_format=CL).requires_grad_()
+    plain = logits.clone().requires_grad_()
+    torch.testing.assert_close(loss(cl, target), loss(plain, target))
+    loss(cl, target).backward()
+    loss(plain, target).backward()
+    assert is_channels_last(cl.grad)
+    torch.testing.assert_close(cl.grad, plain.grad)
