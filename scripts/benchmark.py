@@ -314,6 +314,18 @@ def rate_per_image(fn: Callable[[int], Any], count: int, min_seconds: float, ima
     return n * images_per_call / (time.process_time() - start)
 
 
+def best_interleaved_rates(fns: dict[str, tuple[Callable[[int], Any], int]], count: int, seconds: float,
+                           rounds: int) -> dict[str, float]:
+    """`rate_per_image` of every `(fn, images_per_call)`, taken in `rounds` alternating rounds of
+    `seconds / rounds` each; the best round of each. Ratios between them then compare runs made
+    under the same conditions, not a quiet minute against a busy one."""
+    best = dict.fromkeys(fns, 0.0)
+    for _ in range(rounds):
+        for name, (fn, images_per_call) in fns.items():
+            best[name] = max(best[name], rate_per_image(fn, count, seconds / rounds, images_per_call))
+    return best
+
+
 def bench_dataset(name: str, overrides: list[str], size: tuple[int, int], workdir: Path, args) -> dict[str, Any]:
     """One worker: decode alone vs decode + train augmentation + to-tensor + collate, as shipped.
 
@@ -340,9 +352,10 @@ def bench_dataset(name: str, overrides: list[str], size: tuple[int, int], workdi
     def loader(dataset) -> Callable[[int], dict[str, Any]]:
         return lambda i: collate([dataset[((i + k) % count, i * batch + k)] for k in range(batch)])
 
-    decode = rate_per_image(lambda i: raw[i], count, args.data_seconds)
-    pipeline = rate_per_image(loader(shipped), count, args.data_seconds, images_per_call=batch)
-    pipeline_worker_norm = rate_per_image(loader(in_worker), count, args.data_seconds, images_per_call=batch)
+    rates = best_interleaved_rates(
+        {"decode": (lambda i: raw[i], 1), "pipeline": (loader(shipped), batch), "worker_norm": (loader(in_worker), batch)},
+        count, args.data_seconds, args.data_rounds)
+    decode, pipeline, pipeline_worker_norm = rates["decode"], rates["pipeline"], rates["worker_norm"]
     images = loader(shipped)(0)["image"]
     normalize_s = best_time(lambda: normalize(images), 1, 5, torch.device("cpu")) / batch if normalize else 0.0
     return {"dataset": name, "image": list(size), "crop": list(cfg.dataset.crop_size), "decode_ips": decode,
@@ -807,7 +820,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="torch.set_float32_matmul_precision, as train.yaml's float32_matmul_precision (default: its default)")
     p.add_argument("--peak-size", type=int, default=2048)
     p.add_argument("--datasets", nargs="+", choices=[d[0] for d in DATASETS], default=None)
-    p.add_argument("--data-seconds", type=float, default=3.0, help="seconds per data measurement")
+    p.add_argument("--data-seconds", type=float, default=3.0, help="CPU-seconds per data measurement, over all rounds")
+    p.add_argument("--data-rounds", type=int, default=5,
+                   help="alternating rounds of decode / pipeline measurements; the best round of each counts")
     p.add_argument("--data-batch", type=int, default=2, help="images per collated batch in the pipeline measurement")
     p.add_argument("--losses", nargs="+", choices=LOSSES, default=LOSSES)
     p.add_argument("--loss-crop", type=int, nargs=2, default=[256, 512], help="H W of the loss/metric inputs")
@@ -829,7 +844,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.models = args.models or ["enet"]
         args.crop, args.crop_size, args.iters, args.warmup, args.peak_size = "cpu", 64, 1, 1, 512
         args.datasets = args.datasets or ["camvid"]
-        args.data_seconds, args.loss_crop, args.loop_crop = 0.05, [64, 64], 64
+        args.data_seconds, args.data_rounds, args.loss_crop, args.loop_crop = 0.05, 1, [64, 64], 64
         args.loop_batches, args.loop_skip, args.loop_workers, args.loop_batch = 2, 1, "0", args.loop_batch or 2
         args.slide_image, args.slide_window = [128, 256], [64, 128]
         args.losses = ["ce", *[n for n in args.losses if n in DISTANCE_LOSSES]] if args.losses == LOSSES else args.losses

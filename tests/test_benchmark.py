@@ -119,3 +119,28 @@ def test_peak_is_the_faster_gemm_path(quick_run):
     for precision in ("fp32", "bf16"):
         by_path = [peak["paths"][path][precision] for path in ("matmul", "conv1x1")]
         assert min(by_path) > 0 and peak[precision] == max(by_path)
+
+
+def test_data_rates_alternate_rounds_and_keep_each_ones_best(harness, monkeypatch):
+    """On a fake CPU clock: `decode` costs 2 ms per image in round one and 1 ms after, `pipeline`
+    the reverse (4 ms, then 5 ms per call of two images). The rounds alternate the two, and each
+    keeps its best round: 1000 and 500 images per second."""
+    clock = {"t": 0.0, "round": 0}
+    monkeypatch.setattr(harness.time, "process_time", lambda: clock["t"])
+    calls = []
+
+    def decode(i):
+        calls.append("decode")
+        clock["t"] += 0.002 if clock["round"] == 0 else 0.001
+
+    def pipeline(i):
+        calls.append("pipeline")
+        clock["t"] += 0.004 if clock["round"] == 0 else 0.005
+        if calls.count("pipeline") == 201:  # the warm-up and 200 timed calls of round one
+            clock["round"] = 1
+
+    rates = harness.best_interleaved_rates({"decode": (decode, 1), "pipeline": (pipeline, 2)},
+                                           count=3, seconds=1.6, rounds=2)
+    assert rates == pytest.approx({"decode": 1000.0, "pipeline": 500.0})
+    order = [name for i, name in enumerate(calls) if i == 0 or calls[i - 1] != name]
+    assert order == ["decode", "pipeline", "decode", "pipeline"]
