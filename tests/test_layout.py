@@ -7,8 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from segsuite.losses import CrossEntropyLoss, DiceLoss, FocalLoss
-from segsuite.models.backbones.resnet import resnet
+from segsuite.models.fcn import FCN
 from segsuite.models.nchw import NCHWConv2d
+from segsuite.models.pspnet import PSPNet
+from segsuite.models.upernet import UPerNet
 from segsuite.utils.layout import is_channels_last, relayout
 
 CL = torch.channels_last
@@ -107,12 +109,17 @@ def test_nchw_conv_keeps_nn_conv2d_parameters():
     assert isinstance(conv, torch.nn.Conv2d)
 
 
-def test_dilated_resnet_convolutions_are_nchw_convs_and_others_are_not():
-    net = resnet("resnet50", output_stride=8)
-    dilated = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.dilation != (1, 1)]
-    assert dilated and all(isinstance(m, NCHWConv2d) for m in dilated)
-    undilated = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.dilation == (1, 1)]
-    assert not any(isinstance(m, NCHWConv2d) for m in undilated)
+def test_only_the_measured_wide_convolutions_are_nchw_convs():
+    """UPerNet's FPN fuse and FCN's fc6 (where whole steps were faster); nothing in PSPNet or
+    the ResNet backbones."""
+    models = {
+        "upernet": UPerNet(5, backbone="resnet18"),
+        "pspnet": PSPNet(5, backbone="resnet18"),
+        "fcn8s": FCN(5, stride=8),
+    }
+    found = {name: sorted(n for n, m in model.named_modules() if isinstance(m, NCHWConv2d))
+             for name, model in models.items()}
+    assert found == {"upernet": ["fuse.0"], "pspnet": [], "fcn8s": ["backbone.classifier.0"]}
 
 
 @pytest.mark.parametrize("loss", [CrossEntropyLoss(), FocalLoss(), DiceLoss()], ids=lambda m: type(m).__name__)

@@ -11,14 +11,15 @@ from segsuite.utils.layout import is_channels_last, relayout
 class NCHWConv2d(nn.Conv2d):
     """`nn.Conv2d` that runs in NCHW on the CPU in float32, whatever layout it is given.
 
-    oneDNN's fp32 channels_last kernels are slow on the CPU for dilated and for very wide
-    convolutions, mostly in the weight gradient. Forward plus backward, batch 2, two threads,
-    channels_last against this class (conversions included): the 3x3 convolution 2048 -> 512 at
-    128x128 that fuses UPerNet's FPN levels 1.27x faster here; PSPNet's 4096 -> 512 bottleneck
-    at 90x90 1.25x; a dilated ResNet 3x3 (512 channels, rate 4, 90x90) 1.42x; FCN's 7x7 fc6 1.26x.
-    Plain 3x3 and 1x1 convolutions lose (0.5-0.96x), so only those layers use it. In bf16
-    (autocast) and on GPUs the channels_last kernels are as fast or faster, and there it is a
-    plain convolution.
+    oneDNN's fp32 channels_last kernels are slow on the CPU for very wide convolutions, mostly
+    in the weight gradient: for the 3x3 convolution 2048 -> 512 at 128x128 that fuses UPerNet's
+    FPN levels (batch 2, two threads) it takes 2.9 s in NHWC against 1.5 s in NCHW. Whole
+    training steps at the papers' crops, channels_last fp32, this class against `nn.Conv2d`
+    alternating in one process: UPerNet (its fuse conv) 8.46 -> 7.44 s, FCN-8s (its 7x7 fc6)
+    3.49 -> 3.30 s. Other layers that are 1.2-1.4x faster this way in isolation (PSPNet's
+    4096 -> 512 bottleneck, dilated ResNet 3x3s) were not faster inside their networks, where
+    the layout copies eat the gain, so they stay `nn.Conv2d`. In bf16 (autocast) and on GPUs the
+    channels_last kernels are as fast or faster, and there it is a plain convolution.
 
     Input and output keep the network's layout, and so do their gradients. Parameters, their
     names and their layout are those of `nn.Conv2d`.

@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from segsuite.models.backbones.pretrained import load_pretrained
-from segsuite.models.nchw import NCHWConv2d
 
 # Blocks per stage and block type of each depth (He et al. 2016, Table 1).
 DEPTHS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
@@ -42,10 +41,8 @@ OUTPUT_STRIDES = (8, 16, 32)
 
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
-    """3x3 convolution without bias whose padding keeps the size (up to the stride). Dilated
-    ones are `NCHWConv2d`s (oneDNN's fp32 channels_last kernels are slow for them on the CPU)."""
-    conv = NCHWConv2d if dilation > 1 else nn.Conv2d
-    return conv(in_ch, out_ch, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
+    """3x3 convolution without bias whose padding keeps the size (up to the stride)."""
+    return nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
 
 
 class BasicBlock(nn.Module):
