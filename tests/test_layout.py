@@ -1,4 +1,4 @@
-"""Layout helpers: `relayout`, `NCHWConv2d`, and the losses' gradient layout."""
+"""Layout helpers: `relayout` and `NCHWConv2d`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segsuite.losses import CrossEntropyLoss, DiceLoss, FocalLoss
 from segsuite.models.fcn import FCN
 from segsuite.models.nchw import NCHWConv2d
 from segsuite.models.pspnet import PSPNet
@@ -120,20 +119,3 @@ def test_only_the_measured_wide_convolutions_are_nchw_convs():
     found = {name: sorted(n for n, m in model.named_modules() if isinstance(m, NCHWConv2d))
              for name, model in models.items()}
     assert found == {"upernet": ["fuse.0"], "pspnet": [], "fcn8s": ["backbone.classifier.0"]}
-
-
-@pytest.mark.parametrize("loss", [CrossEntropyLoss(), FocalLoss(), DiceLoss()], ids=lambda m: type(m).__name__)
-def test_loss_gradient_comes_back_in_the_logits_layout(loss):
-    """Losses build NCHW gradients (gather, where, class reductions); the network gets them back
-    in the logits' layout, with the same values as for NCHW logits."""
-    g = torch.Generator().manual_seed(3)
-    logits = torch.randn(2, 4, 6, 5, generator=g)
-    target = torch.randint(0, 4, (2, 6, 5), generator=g)
-    target[0, 0, :3] = 255
-    cl = logits.contiguous(memory_format=CL).requires_grad_()
-    plain = logits.clone().requires_grad_()
-    torch.testing.assert_close(loss(cl, target), loss(plain, target))
-    loss(cl, target).backward()
-    loss(plain, target).backward()
-    assert is_channels_last(cl.grad)
-    torch.testing.assert_close(cl.grad, plain.grad)
