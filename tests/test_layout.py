@@ -6,11 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from segsuite.models.deeplabv3plus import DeepLabV3Plus
 from segsuite.models.fcn import FCN
 from segsuite.models.nchw import NCHWConv2d
 from segsuite.models.pspnet import PSPNet
 from segsuite.models.upernet import UPerNet
-from segsuite.utils.layout import is_channels_last, relayout
+from segsuite.utils.layout import cat_channels, is_channels_last, relayout
 
 CL = torch.channels_last
 NCHW = torch.contiguous_format
@@ -119,3 +120,36 @@ def test_only_the_measured_wide_convolutions_are_nchw_convs():
     found = {name: sorted(n for n, m in model.named_modules() if isinstance(m, NCHWConv2d))
              for name, model in models.items()}
     assert found == {"upernet": ["fuse.0"], "pspnet": [], "fcn8s": ["backbone.classifier.0"]}
+
+
+def test_cat_channels_keeps_the_reference_layout_with_a_broadcast_part():
+    """A part broadcast from a 1x1 map is NCHW; torch.cat alone would return NCHW."""
+    like = torch.randn(2, 3, 4, 5).contiguous(memory_format=CL)
+    pooled = torch.randn(2, 2, 1, 1).expand(-1, -1, 4, 5)
+    assert not is_channels_last(torch.cat([like, pooled], dim=1))
+    out = cat_channels([like, pooled], like=like)
+    assert is_channels_last(out)
+    assert torch.equal(out[:, :3], like) and torch.equal(out[:, 3:], pooled)
+    assert cat_channels([like.contiguous(), pooled], like=like.contiguous()).is_contiguous()
+
+
+@pytest.mark.parametrize("build", [
+    lambda: DeepLabV3Plus(5, backbone="resnet18"), lambda: PSPNet(5, backbone="resnet18"),
+    lambda: UPerNet(5, backbone="resnet18"),
+], ids=["deeplabv3plus", "pspnet", "upernet"])
+def test_channels_last_networks_stay_channels_last_through_their_pooling_heads(build):
+    """Every convolution and BatchNorm of a channels_last network gets a channels_last input
+    (a layout break before a wide convolution cost PSPNet two 265 MB copies per step)."""
+    model = build().train().to(memory_format=CL)
+    broken = []
+
+    def check(module, inputs, output, name):
+        t = inputs[0]
+        if t.shape[1] > 1 and t.shape[2] * t.shape[3] > 1 and not is_channels_last(t):
+            broken.append(name)
+
+    for name, module in model.named_modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.BatchNorm2d)):
+            module.register_forward_hook(lambda m, i, o, name=name: check(m, i, o, name))
+    model(torch.randn(2, 3, 64, 64).contiguous(memory_format=CL))
+    assert broken == []

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segsuite.models.nchw import NCHWConv2d
+from segsuite.utils.layout import cat_channels
 
 
 def resize_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -117,7 +118,7 @@ class ASPP(nn.Module):
         self.project = nn.Sequential(ConvBNReLU(len(branches) * out_ch, out_ch, 1), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.project(torch.cat([branch(x) for branch in self.branches], dim=1))
+        return self.project(cat_channels([branch(x) for branch in self.branches], like=x))
 
 
 class PyramidPooling(nn.Module):
@@ -137,7 +138,7 @@ class PyramidPooling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        return torch.cat([x] + [resize_to(stage(x), size) for stage in self.stages], dim=1)
+        return cat_channels([x] + [resize_to(stage(x), size) for stage in self.stages], like=x)
 
 
 class FCNHead(nn.Module):

@@ -37,3 +37,16 @@ def relayout(x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tenso
     if not x.requires_grad or x.ndim != 4:
         return x.contiguous(memory_format=memory_format)
     return _Relayout.apply(x, memory_format)
+
+
+def cat_channels(tensors: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """`torch.cat(tensors, dim=1)` laid out like `like`.
+
+    `torch.cat` falls back to NCHW when any part is not channels_last, and a part broadcast from
+    a pooled 1x1 map (PSPNet's and UPerNet's 1x1 bin, DeepLabV3+'s image pooling) is not: it
+    comes out of `interpolate` or `expand` NCHW. The whole concatenation, and so the wide
+    convolution that reads it, then left channels_last. Here only such small parts are converted.
+    """
+    if is_channels_last(like):
+        tensors = [t.contiguous(memory_format=torch.channels_last) for t in tensors]
+    return torch.cat(tensors, dim=1)
