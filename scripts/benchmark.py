@@ -360,7 +360,8 @@ def bench_dataset(name: str, overrides: list[str], size: tuple[int, int], workdi
     normalize_s = best_time(lambda: normalize(images), 1, 5, torch.device("cpu")) / batch if normalize else 0.0
     return {"dataset": name, "image": list(size), "crop": list(cfg.dataset.crop_size), "decode_ips": decode,
             "pipeline_ips": pipeline, "ratio": pipeline / decode, "pipeline_worker_norm_ips": pipeline_worker_norm,
-            "ratio_worker_norm": pipeline_worker_norm / decode, "device_normalize_ms": normalize_s * 1e3}
+            "ratio_worker_norm": pipeline_worker_norm / decode, "device_normalize_ms": normalize_s * 1e3,
+            "rounds": args.data_rounds}
 
 
 def bench_data(args) -> list[dict[str, Any]]:
@@ -745,7 +746,9 @@ def markdown(results: dict[str, Any]) -> str:
                     f"| {v['infer_peak']:.0%} | {v['train_mem_mib']:.0f} | {v['infer_mem_mib']:.0f} |")
         lines.append("")
     if results.get("data"):
-        lines += [("Data pipelines, one worker (1 torch / 1 OpenCV thread), train split, images per CPU-second. "
+        rounds = results["data"][0].get("rounds", 1)
+        lines += [("Data pipelines, one worker (1 torch / 1 OpenCV thread), train split, images per CPU-second "
+                  f"(best of {rounds} alternating rounds of the three measurements). "
                   "Shipped: decode + augment + uint8 tensors + collate, normalised on the device after the transfer "
                   "(its cost per image there in the next column, here on the CPU). Last two columns: the worker "
                   "normalises and ships float32 (`data.normalize_on_device=false`)."), "",

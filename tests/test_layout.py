@@ -110,8 +110,8 @@ def test_nchw_conv_keeps_nn_conv2d_parameters():
 
 
 def test_only_the_measured_wide_convolutions_are_nchw_convs():
-    """UPerNet's FPN fuse and FCN's fc6 (where whole steps were faster); nothing in PSPNet or
-    the ResNet backbones."""
+    """UPerNet's FPN fuse, PSPNet's bottleneck and FCN's fc6 (where whole steps were faster);
+    nothing in the ResNet backbones."""
     models = {
         "upernet": UPerNet(5, backbone="resnet18"),
         "pspnet": PSPNet(5, backbone="resnet18"),
@@ -119,7 +119,7 @@ def test_only_the_measured_wide_convolutions_are_nchw_convs():
     }
     found = {name: sorted(n for n, m in model.named_modules() if isinstance(m, NCHWConv2d))
              for name, model in models.items()}
-    assert found == {"upernet": ["fuse.0"], "pspnet": [], "fcn8s": ["backbone.classifier.0"]}
+    assert found == {"upernet": ["fuse.0"], "pspnet": ["bottleneck.0"], "fcn8s": ["backbone.classifier.0"]}
 
 
 def test_cat_channels_keeps_the_reference_layout_with_a_broadcast_part():

@@ -60,7 +60,7 @@ class PSPNet(SegmentationModel):
         self.size_divisor = self.backbone.strides[-1]
         top = self.backbone.channels[-1]
         self.ppm = PyramidPooling(top, top // len(bins), bins)
-        self.bottleneck = ConvBNReLU(self.ppm.out_channels, head_channels, 3)
+        self.bottleneck = ConvBNReLU(self.ppm.out_channels, head_channels, 3, nchw_on_cpu=True)
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(head_channels, num_classes, 1)
         self.aux_head = FCNHead(self.backbone.channels[2], num_classes, dropout) if aux_head else None
