@@ -843,6 +843,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--slide-window", type=int, nargs=2, default=[512, 1024])
     p.add_argument("--window-batch", type=int, default=4)
     args = p.parse_args(argv)
+    if args.data_rounds < 1 or args.data_seconds <= 0:
+        p.error(f"--data-rounds must be >= 1 and --data-seconds > 0; got {args.data_rounds} and {args.data_seconds}")
     if args.quick:
         args.models = args.models or ["enet"]
         args.crop, args.crop_size, args.iters, args.warmup, args.peak_size = "cpu", 64, 1, 1, 512
