@@ -77,7 +77,7 @@ def test_nchw_conv_computes_the_convolution_in_the_callers_layout(dilation, memo
     assert conv.weight.grad.is_contiguous(memory_format=memory_format)  # the parameter's own layout
 
 
-def test_nchw_conv_runs_in_nchw_only_for_cpu_float32():
+def test_nchw_conv_runs_in_nchw_only_for_cpu_float32(monkeypatch):
     """In the channels_last fp32 case the kernel sees NCHW tensors; under bf16 autocast it is
     a plain convolution (channels_last, bf16 output)."""
     conv = _random_conv(1, torch.Generator().manual_seed(2))
@@ -89,13 +89,10 @@ def test_nchw_conv_runs_in_nchw_only_for_cpu_float32():
         seen.append((inp.is_contiguous(), weight.is_contiguous(), inp.dtype))
         return original(self, inp, weight, bias)
 
-    torch.nn.Conv2d._conv_forward = spy
-    try:
-        conv(x)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = conv(x)
-    finally:
-        torch.nn.Conv2d._conv_forward = original
+    monkeypatch.setattr(torch.nn.Conv2d, "_conv_forward", spy)
+    conv(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(x)
     assert seen[0] == (True, True, torch.float32)
     assert seen[1][:2] == (False, False)  # channels_last input and weight as given
     assert out.dtype == torch.bfloat16 and is_channels_last(out)
