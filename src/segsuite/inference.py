@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from segsuite.utils.layout import is_channels_last
+
 Model = Callable[[torch.Tensor], torch.Tensor]
 MODES = ("whole", "slide")
 
@@ -138,7 +140,7 @@ class Inferencer:
             crops = torch.cat([images[:, :, y:y + crop_h, x:x + crop_w] for y, x in chunk])
             out = _logits_only(model(crops)).float()
             if logit_sum is None:  # the output's memory format: adding NHWC windows into NCHW is ~10x slower
-                layout = torch.channels_last if _is_channels_last(out) else torch.contiguous_format
+                layout = torch.channels_last if is_channels_last(out) else torch.contiguous_format
                 logit_sum = torch.empty((n, out.shape[1], full_h, full_w), dtype=out.dtype, device=out.device,
                                         memory_format=layout).zero_()
             for k, (y, x) in enumerate(chunk):
@@ -146,12 +148,6 @@ class Inferencer:
                 count[:, :, y:y + crop_h, x:x + crop_w] += 1
         logits = logit_sum.div_(count)
         return logits[:, :, :height, :width]
-
-
-def _is_channels_last(t: torch.Tensor) -> bool:
-    """True for an NHWC-strided 4-D tensor with more than one channel (where the layouts differ)."""
-    return t.dim() == 4 and t.shape[1] > 1 and t.is_contiguous(memory_format=torch.channels_last) \
-        and not t.is_contiguous()
 
 
 def build_inferencer(tta_cfg, default_crop_size: Sequence[int] | None) -> Inferencer:
