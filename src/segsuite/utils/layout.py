@@ -27,12 +27,10 @@ class _Relayout(torch.autograd.Function):
 def relayout(x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
     """`x.contiguous(memory_format=...)` whose gradient comes back in `x`'s own layout.
 
-    `Tensor.contiguous` passes the gradient through in whatever layout the later ops produced,
-    so a layout change (or an op that builds plain NCHW gradients, such as `gather`) leaks into
-    every earlier layer's backward: a channels_last network then runs its convolutions' backward
-    with mixed layouts (oneDNN reorders each time or picks slower kernels), and the mix spreads
-    through residual sums. With `memory_format` equal to `x`'s own layout this is an identity in
-    the forward pass that only fixes the gradient's layout.
+    `Tensor.contiguous` passes the gradient through in whatever layout the later ops produced, so
+    a layout change inside a channels_last network (`NCHWConv2d`) would hand NCHW gradients to
+    every earlier layer's backward, which then runs with mixed layouts (oneDNN reorders each time
+    or picks slower kernels).
     """
     if not x.requires_grad or x.ndim != 4:
         return x.contiguous(memory_format=memory_format)
