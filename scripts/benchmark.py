@@ -5,6 +5,7 @@
     python scripts/benchmark.py --crop cpu           # every model at 128x128 (2-core CPU: ~4 min)
     python scripts/benchmark.py --quick              # tiny smoke run (seconds)
     python scripts/benchmark.py --models pspnet unet --compile
+    python scripts/benchmark.py --sections models --compile --memory-formats channels_last  # compiled vs eager, the default format
     make bench ARGS="--quick"
 
 Sections (`--sections`, default all):
@@ -251,7 +252,7 @@ def bench_model(name: str, args, peak: dict[str, float], device: torch.device) -
     row["peak"] = peak = peak_matmul(device, args.peak_size, 3)
     row["variants"] = []
     for precision in args.precisions:
-        for channels_last in (False, True):
+        for channels_last in (fmt == "channels_last" for fmt in args.memory_formats):
             for compiled in ((False, True) if args.compile else (False,)):
                 row["variants"].append(bench_variant(model, criterion, x, y, precision, channels_last, compiled,
                                                      row, args, peak, device))
@@ -810,6 +811,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backbone", default=None, help="ResNet depth for ResNet models (default: each config's)")
     p.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
     p.add_argument("--compile", action="store_true", help="also time torch.compile variants (slow warm-up on CPU)")
+    p.add_argument("--memory-formats", nargs="+", choices=["contiguous", "channels_last"], default=["contiguous", "channels_last"],
+                   help="memory formats of the model variants (the targets read the channels_last ones)")
     p.add_argument("--iters", type=int, default=None,
                    help="timed repetitions, the best counts (default: 2 at paper crops, 4 at the cpu crop)")
     p.add_argument("--warmup", type=int, default=None, help="untimed repetitions first (default: 1 paper, 2 cpu)")

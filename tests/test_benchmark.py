@@ -65,6 +65,18 @@ def test_model_row_arithmetic(quick_run):
         assert v["train_peak"] == pytest.approx(v["train_ips"] * row["gflops_train"] / peak)
 
 
+def test_memory_formats_select_the_variants(harness, tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        results = harness.main(["--quick", "--models", "unet", "--sections", "models", "--precisions", "fp32",
+                                "--memory-formats", "channels_last", "--threads", "1", "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+    (row,) = results["models"]
+    assert [(v["precision"], v["channels_last"], v["compile"]) for v in row["variants"]] == [("fp32", True, False)]
+    assert "| unet |" in (tmp_path / "benchmark.md").read_text()
+
+
 def test_flop_count_of_one_convolution(harness):
     conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
     x = torch.randn(1, 3, 10, 10)
