@@ -254,11 +254,20 @@ def bench_model(name: str, args, peak: dict[str, float], device: torch.device) -
     for precision in args.precisions:
         for channels_last in (fmt == "channels_last" for fmt in args.memory_formats):
             for compiled in ((False, True) if args.compile else (False,)):
-                row["variants"].append(bench_variant(model, criterion, x, y, precision, channels_last, compiled,
-                                                     row, args, peak, device))
-                print(f"  {name:14s} {precision} cl={int(channels_last)} compile={int(compiled)}: "
-                      f"train {row['variants'][-1]['train_ips']:.2f} img/s ({row['variants'][-1]['train_peak']:.0%}), "
-                      f"infer {row['variants'][-1]['infer_ips']:.2f} img/s", flush=True)
+                label = f"  {name:14s} {precision} cl={int(channels_last)} compile={int(compiled)}:"
+                try:
+                    v = bench_variant(model, criterion, x, y, precision, channels_last, compiled, row, args, peak, device)
+                except Exception as error:  # a compiler failure is a result: the other variants go on
+                    if not compiled:
+                        raise
+                    v = {"precision": precision, "channels_last": channels_last, "compile": True,
+                         "error": f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"}
+                    model.zero_grad(set_to_none=True)
+                    print(f"{label} failed: {v['error']}", flush=True)
+                else:
+                    print(f"{label} train {v['train_ips']:.2f} img/s ({v['train_peak']:.0%}), infer {v['infer_ips']:.2f} img/s",
+                          flush=True)
+                row["variants"].append(v)
     return row
 
 
@@ -267,6 +276,8 @@ def bench_variant(model, criterion, x, y, precision: str, channels_last: bool, c
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model.to(memory_format=fmt)
     xin = x.contiguous(memory_format=fmt)
+    if compiled:  # a fresh cache: a static-shape compile of this model, as a training run makes (not one
+        torch.compiler.reset()  # made dynamic by the shapes of the models before it, which share forward's code)
     net = torch.compile(model) if compiled else model
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-4, fused=True)
 
@@ -740,11 +751,13 @@ def markdown(results: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in results["models"]:
             for v in row["variants"]:
+                measured = (f"{v['train_ips']:.2f} | {v['train_peak']:.0%} | {v['infer_ips']:.2f} | {v['infer_peak']:.0%} "
+                            f"| {v['train_mem_mib']:.0f} | {v['infer_mem_mib']:.0f}") if "error" not in v else \
+                    f"failed: {v['error'].replace('|', '/')} | - | - | - | - | -"
                 lines.append(
                     f"| {row['model']} | {row['backbone'] or '-'} | {row['crop'][0]}×{row['crop'][1]} | {row['params_m']:.1f} "
                     f"| {row['gflops_infer']:.1f} | {row['gflops_train']:.1f} | {v['precision']} | {'yes' if v['channels_last'] else 'no'} "
-                    f"| {'yes' if v['compile'] else 'no'} | {row['peak'][v['precision']]:.0f} | {v['train_ips']:.2f} | {v['train_peak']:.0%} | {v['infer_ips']:.2f} "
-                    f"| {v['infer_peak']:.0%} | {v['train_mem_mib']:.0f} | {v['infer_mem_mib']:.0f} |")
+                    f"| {'yes' if v['compile'] else 'no'} | {row['peak'][v['precision']]:.0f} | {measured} |")
         lines.append("")
     if results.get("data"):
         rounds = results["data"][0].get("rounds", 1)

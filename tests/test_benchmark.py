@@ -77,6 +77,26 @@ def test_memory_formats_select_the_variants(harness, tmp_path):
     assert "| unet |" in (tmp_path / "benchmark.md").read_text()
 
 
+def test_a_failed_compile_is_reported_and_the_run_goes_on(harness, tmp_path, monkeypatch):
+    def failing_compile(model, *args, **kwargs):
+        raise RuntimeError("inductor gave up\nsecond line")
+
+    monkeypatch.setattr(harness.torch, "compile", failing_compile)
+    threads = torch.get_num_threads()
+    try:
+        results = harness.main(["--quick", "--models", "unet", "--sections", "models", "--compile", "--precisions", "fp32",
+                                "bf16", "--memory-formats", "channels_last", "--threads", "1", "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+    (row,) = results["models"]
+    eager = [v for v in row["variants"] if not v["compile"]]
+    failed = [v for v in row["variants"] if v["compile"]]
+    assert [v["precision"] for v in eager] == ["fp32", "bf16"] and all(v["train_ips"] > 0 for v in eager)
+    assert [(v["precision"], v["error"]) for v in failed] == [("fp32", "RuntimeError: inductor gave up"),
+                                                              ("bf16", "RuntimeError: inductor gave up")]
+    assert (tmp_path / "benchmark.md").read_text().count("| failed: RuntimeError: inductor gave up |") == 2
+
+
 def test_flop_count_of_one_convolution(harness):
     conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
     x = torch.randn(1, 3, 10, 10)
