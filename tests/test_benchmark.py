@@ -26,15 +26,19 @@ def harness():
     return module
 
 
+def run_harness(harness, argv: list[str]) -> dict:
+    """`harness.main(argv)` on one thread, restoring the test process's thread count afterwards."""
+    threads = torch.get_num_threads()
+    try:
+        return harness.main([*argv, "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def quick_run(harness, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    threads = torch.get_num_threads()
-    try:
-        results = harness.main(["--quick", "--models", "unet", "--threads", "1", "--out", str(out)])
-    finally:
-        torch.set_num_threads(threads)
-    return results, out
+    return run_harness(harness, ["--quick", "--models", "unet", "--out", str(out)]), out
 
 
 def test_quick_run_writes_json_and_markdown(quick_run):
@@ -66,12 +70,8 @@ def test_model_row_arithmetic(quick_run):
 
 
 def test_memory_formats_select_the_variants(harness, tmp_path):
-    threads = torch.get_num_threads()
-    try:
-        results = harness.main(["--quick", "--models", "unet", "--sections", "models", "--precisions", "fp32",
-                                "--memory-formats", "channels_last", "--threads", "1", "--out", str(tmp_path)])
-    finally:
-        torch.set_num_threads(threads)
+    results = run_harness(harness, ["--quick", "--models", "unet", "--sections", "models", "--precisions", "fp32",
+                                    "--memory-formats", "channels_last", "--out", str(tmp_path)])
     (row,) = results["models"]
     assert [(v["precision"], v["channels_last"], v["compile"]) for v in row["variants"]] == [("fp32", True, False)]
     assert "| unet |" in (tmp_path / "benchmark.md").read_text()
@@ -82,12 +82,8 @@ def test_a_failed_compile_is_reported_and_the_run_goes_on(harness, tmp_path, mon
         raise RuntimeError("inductor gave up\nsecond line")
 
     monkeypatch.setattr(harness.torch, "compile", failing_compile)
-    threads = torch.get_num_threads()
-    try:
-        results = harness.main(["--quick", "--models", "unet", "--sections", "models", "--compile", "--precisions", "fp32",
-                                "bf16", "--memory-formats", "channels_last", "--threads", "1", "--out", str(tmp_path)])
-    finally:
-        torch.set_num_threads(threads)
+    results = run_harness(harness, ["--quick", "--models", "unet", "--sections", "models", "--compile", "--precisions",
+                                    "fp32", "bf16", "--memory-formats", "channels_last", "--out", str(tmp_path)])
     (row,) = results["models"]
     eager = [v for v in row["variants"] if not v["compile"]]
     failed = [v for v in row["variants"] if v["compile"]]
@@ -95,6 +91,15 @@ def test_a_failed_compile_is_reported_and_the_run_goes_on(harness, tmp_path, mon
     assert [(v["precision"], v["error"]) for v in failed] == [("fp32", "RuntimeError: inductor gave up"),
                                                               ("bf16", "RuntimeError: inductor gave up")]
     assert (tmp_path / "benchmark.md").read_text().count("| failed: RuntimeError: inductor gave up |") == 2
+
+
+def test_every_compiled_variant_compiles_from_an_empty_cache(harness, tmp_path, monkeypatch):
+    events = []
+    monkeypatch.setattr(harness.torch.compiler, "reset", lambda: events.append("reset"))
+    monkeypatch.setattr(harness.torch, "compile", lambda model, *a, **k: events.append("compile") or model)
+    run_harness(harness, ["--quick", "--models", "unet", "--sections", "models", "--compile", "--precisions", "fp32", "bf16",
+                          "--memory-formats", "channels_last", "--out", str(tmp_path)])
+    assert events == ["reset", "compile", "reset", "compile"]  # nothing left from the variant or model before
 
 
 def test_flop_count_of_one_convolution(harness):
