@@ -372,8 +372,7 @@ def bench_dataset(name: str, overrides: list[str], size: tuple[int, int], workdi
     normalize_s = best_time(lambda: normalize(images), 1, 5, torch.device("cpu")) / batch if normalize else 0.0
     return {"dataset": name, "image": list(size), "crop": list(cfg.dataset.crop_size), "decode_ips": decode,
             "pipeline_ips": pipeline, "ratio": pipeline / decode, "pipeline_worker_norm_ips": pipeline_worker_norm,
-            "ratio_worker_norm": pipeline_worker_norm / decode, "device_normalize_ms": normalize_s * 1e3,
-            "rounds": args.data_rounds}
+            "ratio_worker_norm": pipeline_worker_norm / decode, "device_normalize_ms": normalize_s * 1e3}
 
 
 def bench_data(args) -> list[dict[str, Any]]:
@@ -760,9 +759,8 @@ def markdown(results: dict[str, Any]) -> str:
                     f"| {'yes' if v['compile'] else 'no'} | {row['peak'][v['precision']]:.0f} | {measured} |")
         lines.append("")
     if results.get("data"):
-        rounds = results["data"][0].get("rounds", 1)
         lines += [("Data pipelines, one worker (1 torch / 1 OpenCV thread), train split, images per CPU-second "
-                  f"(best of {rounds} alternating rounds of the three measurements). "
+                  f"(best of {results['settings']['data_rounds']} alternating rounds of the three measurements). "
                   "Shipped: decode + augment + uint8 tensors + collate, normalised on the device after the transfer "
                   "(its cost per image there in the next column, here on the CPU). Last two columns: the worker "
                   "normalises and ships float32 (`data.normalize_on_device=false`)."), "",
@@ -905,6 +903,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"machine": machine_info(device), "settings": {
         "quick": args.quick, "batch": args.batch, "crop": args.crop, "crop_desc": crop_desc, "num_classes": args.num_classes,
         "iters": args.iters, "warmup": args.warmup, "peak_size": args.peak_size, "compile": args.compile,
+        "data_seconds": args.data_seconds, "data_rounds": args.data_rounds,
         "backbone": args.backbone, "matmul_precision": args.matmul_precision,
         "cudnn_benchmark": args.cudnn_benchmark, "malloc_tuning": malloc_tuned}}
     started = time.perf_counter()
