@@ -348,6 +348,79 @@ def test_gcn_block_covers_a_k_by_k_window():
         GlobalConvBlock(1, 1, kernel_size=4)
 
 
+def random_gcn_block(in_ch: int, out_ch: int, kernel_size: int, seed: int) -> GlobalConvBlock:
+    g = torch.Generator().manual_seed(seed)
+    block = GlobalConvBlock(in_ch, out_ch, kernel_size)
+    with torch.no_grad():
+        for param in block.parameters():
+            param.copy_(torch.randn(param.shape, generator=g) / param[0].numel() ** 0.5)
+    return block
+
+
+def gcn_block_by_convolutions(block: GlobalConvBlock, x: torch.Tensor) -> torch.Tensor:
+    """The block written as its four padded convolutions, with `F.conv2d` on the module's weights."""
+    (l1, l2), (r1, r2) = block.left, block.right
+    pad = l1.kernel_size[0] // 2
+    left = F.conv2d(F.conv2d(x, l1.weight, l1.bias, padding=(pad, 0)), l2.weight, l2.bias, padding=(0, pad))
+    right = F.conv2d(F.conv2d(x, r1.weight, r1.bias, padding=(0, pad)), r2.weight, r2.bias, padding=(pad, 0))
+    return left + right
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("size", [(9, 13), (3, 20)], ids=["map-larger-than-k", "taps-off-the-map"])
+def test_gcn_block_cpu_path_is_the_four_convolutions(memory_format, size):
+    """On the CPU the first convolutions of both paths run as one 1 x 1 convolution plus tap sums;
+    output, its layout and every gradient are those of the four plain convolutions. With 3 rows
+    and k = 7, three taps on each side of the vertical path fall entirely off the map."""
+    g = torch.Generator().manual_seed(1)
+    block = random_gcn_block(6, 5, 7, seed=0)
+    x = torch.randn(2, 6, *size, generator=g).contiguous(memory_format=memory_format).requires_grad_()
+    out = block(x)
+    expected = gcn_block_by_convolutions(block, x)
+    torch.testing.assert_close(out, expected)
+    assert out.is_contiguous(memory_format=memory_format)
+    grad = torch.randn(out.shape, generator=g)
+    inputs = (x, *block.parameters())
+    for got, want in zip(torch.autograd.grad(out, inputs, grad), torch.autograd.grad(expected, inputs, grad)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)  # sums over up to 2 x 9 x 13 terms, other order
+
+
+def test_gcn_block_cpu_path_counts_the_convolutions_flops():
+    """The fused path does the plain convolutions' multiply-adds, no more and no fewer:
+    2 * (k * in * out + k * out * out) per output pixel and path, counted by torch's FLOP counter."""
+    block, (k, c_in, c_out, h, w) = random_gcn_block(8, 3, 5, seed=2), (5, 8, 3, 10, 12)
+    x = torch.randn(1, c_in, h, w)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        block(x)
+    assert counter.get_total_flops() == 2 * 2 * (k * c_in * c_out + k * c_out * c_out) * h * w
+
+
+def test_gcn_block_cpu_path_under_bf16_autocast():
+    """bf16 autocast: bf16 scores within bf16 rounding of the float32 convolutions."""
+    block = random_gcn_block(32, 19, 15, seed=3)
+    x = torch.randn(2, 32, 24, 20, generator=torch.Generator().manual_seed(4)).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = gcn_block_by_convolutions(block, x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = block(x)
+    assert out.dtype == torch.bfloat16
+    assert ((out.float() - expected).norm() / expected.norm()).item() < 1e-2
+
+
+def test_gcn_block_traces_the_plain_convolutions(tmp_path):
+    """Tracing (TorchScript, ONNX export) records the plain convolutions, whose shapes follow the
+    input; the fused path's tap loop would bake in which taps overlap the traced map (all of them
+    at 9 x 11; at 2 rows and k = 5, one on each side falls off). Checked on the saved and reloaded
+    trace, as `segsuite.export` ships it."""
+    block = random_gcn_block(4, 3, 5, seed=5).eval()
+    torch.jit.save(torch.jit.trace(block, torch.randn(1, 4, 9, 11), check_trace=False), tmp_path / "block.pt")
+    traced = torch.jit.load(tmp_path / "block.pt")
+    for size in [(14, 6), (2, 7)]:
+        x = torch.randn(2, 4, *size)
+        torch.testing.assert_close(traced(x), gcn_block_by_convolutions(block, x))
+
+
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 def test_row_conv_is_a_plain_1_by_k_convolution(memory_format):
     """RowConv2d (computed through the transposed k x 1 convolution) gives nn.Conv2d's output, in
