@@ -125,7 +125,7 @@ class GlobalConvBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or torch.jit.is_tracing() or torch.jit.is_scripting():
+        if x.device.type != "cpu" or torch.jit.is_tracing():
             return self.left(x) + self.right(x)
         first_left, first_right = self.left[0], self.right[0]
         taps = first_left.kernel_size[0]
