@@ -371,7 +371,7 @@ def gcn_block_by_convolutions(block: GlobalConvBlock, x: torch.Tensor) -> torch.
 def test_gcn_block_cpu_path_is_the_four_convolutions(memory_format, size):
     """On the CPU the first convolutions of both paths run as one 1 x 1 convolution plus tap sums;
     output, its layout and every gradient are those of the four plain convolutions. With 3 rows
-    and k = 7, three taps on each side of the vertical path fall entirely off the map."""
+    and k = 7, the outermost tap on each side of the vertical path falls entirely off the map."""
     g = torch.Generator().manual_seed(1)
     block = random_gcn_block(6, 5, 7, seed=0)
     x = torch.randn(2, 6, *size, generator=g).contiguous(memory_format=memory_format).requires_grad_()
