@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from segsuite.utils.layout import is_channels_last
+from segsuite.utils.layout import memory_format_of
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 MODES = ("whole", "slide")
@@ -140,7 +140,7 @@ class Inferencer:
             crops = torch.cat([images[:, :, y:y + crop_h, x:x + crop_w] for y, x in chunk])
             out = _logits_only(model(crops)).float()
             if logit_sum is None:  # the output's memory format: adding NHWC windows into NCHW is ~10x slower
-                layout = torch.channels_last if is_channels_last(out) else torch.contiguous_format
+                layout = memory_format_of(out)
                 logit_sum = torch.empty((n, out.shape[1], full_h, full_w), dtype=out.dtype, device=out.device,
                                         memory_format=layout).zero_()
             for k, (y, x) in enumerate(chunk):

@@ -21,7 +21,7 @@ from torch import nn
 from segsuite.models.backbones.resnet import resnet
 from segsuite.models.base import SegmentationModel
 from segsuite.models.fcn import bilinear_kernel
-from segsuite.utils.layout import is_channels_last
+from segsuite.utils.layout import memory_format_of
 
 
 class RowConv2d(nn.Conv2d):
@@ -56,12 +56,12 @@ class _TapSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, z: torch.Tensor, taps: int) -> tuple[torch.Tensor, torch.Tensor]:
-        ctx.taps, ctx.shape, ctx.dtype, ctx.layout = taps, z.shape, z.dtype, _layout(z)
+        ctx.taps, ctx.shape, ctx.dtype, ctx.layout = taps, z.shape, z.dtype, memory_format_of(z)
         channels = z.shape[1] // (2 * taps)
         outs = []
         for path, dim in enumerate((2, 3)):
             # Accumulate in float32 (a convolution's own accumulator) and return z's dtype.
-            out = torch.zeros_like(z[:, :channels], dtype=torch.float32)
+            out = torch.zeros_like(z[:, :channels], dtype=torch.float32, memory_format=ctx.layout)
             for first, (dst, src, length) in _tap_windows(taps, z.shape[dim], channels, path):
                 out.narrow(dim, dst, length).add_(z[:, first:first + channels].narrow(dim, src, length))
             outs.append(out.to(z.dtype))
@@ -86,10 +86,6 @@ def _tap_windows(taps: int, size: int, channels: int, path: int) -> Iterator[tup
         dst, end = max(0, -shift), min(size, size - shift)
         if end > dst:
             yield (path * taps + tap) * channels, (dst, dst + shift, end - dst)
-
-
-def _layout(t: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if is_channels_last(t) else torch.contiguous_format
 
 
 class GlobalConvBlock(nn.Module):

@@ -12,10 +12,15 @@ def is_channels_last(t: torch.Tensor) -> bool:
     return t.ndim == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
 
 
+def memory_format_of(t: torch.Tensor) -> torch.memory_format:
+    """`torch.channels_last` for a tensor `is_channels_last` accepts, else `torch.contiguous_format`."""
+    return torch.channels_last if is_channels_last(t) else torch.contiguous_format
+
+
 class _Relayout(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
-        ctx.grad_format = torch.channels_last if is_channels_last(x) else torch.contiguous_format
+        ctx.grad_format = memory_format_of(x)
         out = x.contiguous(memory_format=memory_format)
         return x.view_as(x) if out is x else out
 
