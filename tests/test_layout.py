@@ -11,7 +11,7 @@ from segsuite.models.fcn import FCN
 from segsuite.models.nchw import NCHWConv2d
 from segsuite.models.pspnet import PSPNet
 from segsuite.models.upernet import UPerNet
-from segsuite.utils.layout import cat_channels, is_channels_last, relayout
+from segsuite.utils.layout import cat_channels, is_channels_last, memory_format_of, relayout
 
 CL = torch.channels_last
 NCHW = torch.contiguous_format
@@ -22,6 +22,12 @@ def test_is_channels_last_needs_a_layout_that_differs_from_nchw():
     assert not is_channels_last(torch.zeros(2, 3, 4, 5))
     assert not is_channels_last(torch.zeros(2, 1, 4, 5).contiguous(memory_format=CL))  # both layouts at once
     assert not is_channels_last(torch.zeros(2, 3, 4))
+
+
+def test_memory_format_of_names_the_layout_to_allocate_like():
+    assert memory_format_of(torch.zeros(2, 3, 4, 5).contiguous(memory_format=CL)) == CL
+    assert memory_format_of(torch.zeros(2, 3, 4, 5)) == torch.contiguous_format
+    assert memory_format_of(torch.zeros(2, 1, 4, 5).contiguous(memory_format=CL)) == torch.contiguous_format
 
 
 @pytest.mark.parametrize(("source", "target"), [(CL, NCHW), (NCHW, CL), (CL, CL), (NCHW, NCHW)])
