@@ -251,23 +251,23 @@ def bench_model(name: str, args, peak: dict[str, float], device: torch.device) -
     # fraction is only meaningful against a peak measured under the same conditions
     row["peak"] = peak = peak_matmul(device, args.peak_size, 3)
     row["variants"] = []
-    for precision in args.precisions:
-        for channels_last in (fmt == "channels_last" for fmt in args.memory_formats):
-            for compiled in ((False, True) if args.compile else (False,)):
-                label = f"  {name:14s} {precision} cl={int(channels_last)} compile={int(compiled)}:"
-                try:
-                    v = bench_variant(model, criterion, x, y, precision, channels_last, compiled, row, args, peak, device)
-                except Exception as error:  # a compiler failure is a result: the other variants go on
-                    if not compiled:
-                        raise
-                    v = {"precision": precision, "channels_last": channels_last, "compile": True,
-                         "error": f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"}
-                    model.zero_grad(set_to_none=True)
-                    print(f"{label} failed: {v['error']}", flush=True)
-                else:
-                    print(f"{label} train {v['train_ips']:.2f} img/s ({v['train_peak']:.0%}), infer {v['infer_ips']:.2f} img/s",
-                          flush=True)
-                row["variants"].append(v)
+    variants = [(precision, fmt == "channels_last", compiled) for precision in args.precisions
+                for fmt in args.memory_formats for compiled in ((False, True) if args.compile else (False,))]
+    for precision, channels_last, compiled in variants:
+        label = f"  {name:14s} {precision} cl={int(channels_last)} compile={int(compiled)}:"
+        try:
+            v = bench_variant(model, criterion, x, y, precision, channels_last, compiled, row, args, peak, device)
+        except Exception as error:  # a compiler failure is a result: the other variants go on
+            if not compiled:
+                raise
+            v = {"precision": precision, "channels_last": channels_last, "compile": True,
+                 "error": f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"}
+            model.zero_grad(set_to_none=True)
+            print(f"{label} failed: {v['error']}", flush=True)
+        else:
+            print(f"{label} train {v['train_ips']:.2f} img/s ({v['train_peak']:.0%}), infer {v['infer_ips']:.2f} img/s",
+                  flush=True)
+        row["variants"].append(v)
     return row
 
 
