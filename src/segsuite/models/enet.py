@@ -9,8 +9,11 @@
   the indices) and zero-pads channels; an upsampling bottleneck's shortcut is a 1x1 conv + BN
   followed by max-unpooling at the indices of the matching downsampling.
 - Stages 1-3 (encoder) use PReLU and spatial dropout 0.01 (stage 1) / 0.1 (later); stages 2 and 3
-  interleave dilations 2, 4, 8, 16 and asymmetric 5x5 convs. Stages 4-5 (decoder) use ReLU, as
-  in the authors' released model. A final transposed convolution gives full-resolution scores.
+  interleave dilations 2, 4, 8, 16 and asymmetric 5x5 convs.
+- Stages 4-5 (decoder) follow the authors' released model (e-lab ENet-training, decoder.lua):
+  ReLU, no dropout, and every bottleneck's internal width is a quarter of its *output* channels
+  (16 in bottleneck 4.0, 4 in 5.0). A final 2x2 stride-2 transposed convolution gives
+  full-resolution scores. 0.36 M parameters at 11 classes (paper: 0.37 M).
 """
 
 from __future__ import annotations
@@ -132,13 +135,16 @@ class DownsamplingBottleneck(nn.Module):
 
 
 class UpsamplingBottleneck(nn.Module):
-    """Doubles the resolution; the shortcut max-unpools at the matching downsampling's indices."""
+    """Doubles the resolution; the shortcut max-unpools at the matching downsampling's indices.
+
+    The internal width is `out_channels // 4`, as in the authors' decoder.
+    """
 
     def __init__(
-        self, in_channels: int, out_channels: int, dropout: float, prelu: bool = False
+        self, in_channels: int, out_channels: int, dropout: float = 0.0, prelu: bool = False
     ) -> None:
         super().__init__()
-        internal = in_channels // 4
+        internal = out_channels // 4
         self.shortcut = nn.Sequential(
             nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels)
         )
@@ -168,7 +174,8 @@ class ENet(SegmentationModel):
         num_classes: number of output classes.
         in_channels: input image channels.
         stage1_dropout: spatial dropout in stage 1 (paper: 0.01).
-        dropout: spatial dropout in every later bottleneck (paper: 0.1).
+        dropout: spatial dropout in the encoder's stages 2-3 (paper: 0.1).
+        decoder_dropout: spatial dropout in stages 4-5 (authors' released model: none).
     """
 
     def __init__(
@@ -177,6 +184,7 @@ class ENet(SegmentationModel):
         in_channels: int = 3,
         stage1_dropout: float = 0.01,
         dropout: float = 0.1,
+        decoder_dropout: float = 0.0,
     ) -> None:
         super().__init__(num_classes)
         self.size_divisor = 8
@@ -186,15 +194,13 @@ class ENet(SegmentationModel):
         self.down2 = DownsamplingBottleneck(64, 128, dropout)
         self.stage2 = nn.Sequential(*(Bottleneck(128, kind, p, dropout) for kind, p in STAGE_2_3))
         self.stage3 = nn.Sequential(*(Bottleneck(128, kind, p, dropout) for kind, p in STAGE_2_3))
-        self.up4 = UpsamplingBottleneck(128, 64, dropout)
+        self.up4 = UpsamplingBottleneck(128, 64, decoder_dropout)
         self.stage4 = nn.Sequential(
-            *(Bottleneck(64, dropout=dropout, prelu=False) for _ in range(2))
+            *(Bottleneck(64, dropout=decoder_dropout, prelu=False) for _ in range(2))
         )
-        self.up5 = UpsamplingBottleneck(64, 16, dropout)
-        self.stage5 = Bottleneck(16, dropout=dropout, prelu=False)
-        self.fullconv = nn.ConvTranspose2d(
-            16, num_classes, 3, stride=2, padding=1, output_padding=1
-        )
+        self.up5 = UpsamplingBottleneck(64, 16, decoder_dropout)
+        self.stage5 = Bottleneck(16, dropout=decoder_dropout, prelu=False)
+        self.fullconv = nn.ConvTranspose2d(16, num_classes, 2, stride=2)
 
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         x = self.initial(x)
