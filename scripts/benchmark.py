@@ -60,17 +60,20 @@ sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]  # run from a checkout; 
 
 from segsuite.losses import CrossEntropyLoss
 from segsuite.metrics import SegmentationMetrics, confusion_matrix, scores_to_labels
+from segsuite.models.catalog import model_config
 from segsuite.utils.runtime import apply_runtime_settings
 
 ARCHITECTURES = ["deeplabv3plus", "pspnet", "upernet", "gcn", "duc_hdc", "fcn8s", "segnet", "enet", "unet"]
-LOW_INTENSITY = {"enet", "unet"}  # excluded from the FLOP/s targets (tiny convs, memory-bound)
+# Also accepted by --models / --ref-model / --slide-model: the default run's slim U-Net.
+MODEL_CHOICES = [*ARCHITECTURES, "unet_slim"]
+LOW_INTENSITY = {"enet", "unet", "unet_slim"}  # excluded from the FLOP/s targets (tiny convs, memory-bound)
 RESNET_MODELS = {"deeplabv3plus", "pspnet", "upernet", "gcn", "duc_hdc"}
 # The papers' training crops (H, W) and the dataset each was trained on.
 PAPER_CROPS = {
     "deeplabv3plus": ((512, 1024), "Cityscapes"), "pspnet": ((713, 713), "Cityscapes"),
     "upernet": ((512, 512), "ADE20K"), "gcn": ((512, 512), "VOC"), "duc_hdc": ((544, 544), "Cityscapes"),
     "fcn8s": ((500, 500), "VOC"), "segnet": ((360, 480), "CamVid"), "enet": ((512, 1024), "Cityscapes"),
-    "unet": ((572, 572), "ISBI"),
+    "unet": ((572, 572), "ISBI"), "unet_slim": ((572, 572), "ISBI"),
 }
 DATASETS = [  # (dataset config, extra overrides, official image size H x W)
     ("camvid", [], (360, 480)), ("voc_aug", [], (375, 500)), ("cityscapes", [], (1024, 2048)),
@@ -201,7 +204,7 @@ def peak_matmul(device: torch.device, size: int, iters: int) -> dict[str, Any]:
 
 # -- models -------------------------------------------------------------------------------------------
 def build_model(name: str, num_classes: int, backbone: str | None) -> torch.nn.Module:
-    cfg = OmegaConf.create({"dataset": {"num_classes": num_classes}, "model": OmegaConf.load(CONF / "model" / f"{name}.yaml")})
+    cfg = OmegaConf.create({"dataset": {"num_classes": num_classes}, "model": model_config(name, CONF)})
     if backbone and "backbone" in cfg.model:
         cfg.model.backbone = backbone
     return instantiate(cfg.model)
@@ -238,7 +241,7 @@ def bench_model(name: str, args, peak: dict[str, float], device: torch.device) -
     x, y = model_inputs(args.batch, crop, args.num_classes, device)
     row: dict[str, Any] = {
         "model": name, "crop": list(crop), "batch": args.batch,
-        "backbone": getattr(model, "backbone_name", None) or (args.backbone or OmegaConf.load(CONF / "model" / f"{name}.yaml").get("backbone")),
+        "backbone": getattr(model, "backbone_name", None) or (args.backbone or model_config(name, CONF).get("backbone")),
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
     }
     model.eval()
@@ -810,7 +813,7 @@ def markdown(results: dict[str, Any]) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny smoke run: one small model, 1 iteration, small inputs")
-    p.add_argument("--models", nargs="+", choices=ARCHITECTURES, help=f"architectures (default: all {len(ARCHITECTURES)})")
+    p.add_argument("--models", nargs="+", choices=MODEL_CHOICES, help=f"architectures (default: all {len(ARCHITECTURES)})")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=SECTIONS)
     p.add_argument("--out", type=Path, default=REPO / "outputs" / "benchmark", help="writes benchmark.json and benchmark.md here")
     p.add_argument("--crop", choices=["paper", "cpu"], default="paper",
@@ -843,7 +846,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-batch", type=int, default=2, help="images per collated batch in the pipeline measurement")
     p.add_argument("--losses", nargs="+", choices=LOSSES, default=LOSSES)
     p.add_argument("--loss-crop", type=int, nargs=2, default=[256, 512], help="H W of the loss/metric inputs")
-    p.add_argument("--ref-model", choices=ARCHITECTURES, default="unet",
+    p.add_argument("--ref-model", choices=MODEL_CHOICES, default="unet_slim",
                    help="model of the loss-step, metric and Lightning-loop measurements (the default run's model)")
     p.add_argument("--loop-crop", type=int, default=128)
     p.add_argument("--loop-batch", type=int, default=None,
@@ -852,7 +855,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--loop-skip", type=int, default=3, help="warm-up Lightning batches not timed (worker start-up)")
     p.add_argument("--loop-workers", default="auto",
                    help="dataloader workers of the Lightning run (default: auto, as data.num_workers)")
-    p.add_argument("--slide-model", choices=ARCHITECTURES, default="enet")
+    p.add_argument("--slide-model", choices=MODEL_CHOICES, default="enet")
     p.add_argument("--slide-image", type=int, nargs=2, default=[1024, 2048])
     p.add_argument("--slide-window", type=int, nargs=2, default=[512, 1024])
     p.add_argument("--window-batch", type=int, default=4)

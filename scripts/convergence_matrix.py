@@ -35,7 +35,7 @@ LOSSES = ["ce", "focal", "dpce", "dice", "gdice", "ce_dice", "iou", "tversky", "
 # lower learning rate: it is the one network without normalisation layers (VGG16 + fc6/fc7 as
 # convs), and from scratch at AdamW 2e-3 it predicts background only for the first 100-200 steps.
 MODELS = {
-    "unet": ["model=unet"],
+    "unet": ["model=unet_slim"],  # the quick start's slim U-Net (width 16, BatchNorm)
     "enet": ["model=enet"],
     "segnet": ["model=segnet"],
     "fcn8s": ["model=fcn8s", "optimizer.lr=2e-4"],

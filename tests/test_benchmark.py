@@ -38,7 +38,7 @@ def run_harness(harness, argv: list[str]) -> dict:
 @pytest.fixture(scope="module")
 def quick_run(harness, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    return run_harness(harness, ["--quick", "--models", "unet", "--out", str(out)]), out
+    return run_harness(harness, ["--quick", "--models", "unet_slim", "--out", str(out)]), out
 
 
 def test_quick_run_writes_json_and_markdown(quick_run):
@@ -46,18 +46,19 @@ def test_quick_run_writes_json_and_markdown(quick_run):
     on_disk = json.loads((out / "benchmark.json").read_text())
     assert set(on_disk) >= {"machine", "peak", "models", "data", "losses", "metrics", "loop", "slide", "targets"}
     text = (out / "benchmark.md").read_text()
-    assert "| unet |" in text and "| camvid |" in text and "| hausdorff |" in text
+    assert "| unet_slim |" in text and "| camvid |" in text and "| hausdorff |" in text
     assert on_disk["machine"]["torch"] == torch.__version__
 
 
 def test_model_row_arithmetic(quick_run):
     results, _ = quick_run
     (row,) = results["models"]
-    assert row["model"] == "unet" and row["crop"] == [64, 64]
-    # parameter count of the slim U-Net config, counted independently
+    assert row["model"] == "unet_slim" and row["crop"] == [64, 64]
+    # parameter count of the slim U-Net config (the default run's model), built independently
     from segsuite.models.unet import UNet
 
-    assert row["params_m"] == pytest.approx(sum(p.numel() for p in UNet(19, base_channels=16).parameters()) / 1e6)
+    slim = UNet(19, base_channels=16, batch_norm=True)
+    assert row["params_m"] == pytest.approx(sum(p.numel() for p in slim.parameters()) / 1e6)
     # training costs more than inference: backward is about twice the forward
     assert 2.0 * row["gflops_infer"] < row["gflops_train"] < 4.0 * row["gflops_infer"]
     # fp32 and bf16, each with and without channels_last
@@ -70,11 +71,11 @@ def test_model_row_arithmetic(quick_run):
 
 
 def test_memory_formats_select_the_variants(harness, tmp_path):
-    results = run_harness(harness, ["--quick", "--models", "unet", "--sections", "models", "--precisions", "fp32",
+    results = run_harness(harness, ["--quick", "--models", "unet_slim", "--sections", "models", "--precisions", "fp32",
                                     "--memory-formats", "channels_last", "--out", str(tmp_path)])
     (row,) = results["models"]
     assert [(v["precision"], v["channels_last"], v["compile"]) for v in row["variants"]] == [("fp32", True, False)]
-    assert "| unet |" in (tmp_path / "benchmark.md").read_text()
+    assert "| unet_slim |" in (tmp_path / "benchmark.md").read_text()
 
 
 def test_a_failed_compile_is_reported_and_the_run_goes_on(harness, tmp_path, monkeypatch):
@@ -82,7 +83,7 @@ def test_a_failed_compile_is_reported_and_the_run_goes_on(harness, tmp_path, mon
         raise RuntimeError("inductor gave up\nsecond line")
 
     monkeypatch.setattr(harness.torch, "compile", failing_compile)
-    results = run_harness(harness, ["--quick", "--models", "unet", "--sections", "models", "--compile", "--precisions",
+    results = run_harness(harness, ["--quick", "--models", "unet_slim", "--sections", "models", "--compile", "--precisions",
                                     "fp32", "bf16", "--memory-formats", "channels_last", "--out", str(tmp_path)])
     (row,) = results["models"]
     eager = [v for v in row["variants"] if not v["compile"]]
@@ -97,7 +98,7 @@ def test_every_compiled_variant_compiles_from_an_empty_cache(harness, tmp_path, 
     events = []
     monkeypatch.setattr(harness.torch.compiler, "reset", lambda: events.append("reset"))
     monkeypatch.setattr(harness.torch, "compile", lambda model, *a, **k: events.append("compile") or model)
-    run_harness(harness, ["--quick", "--models", "unet", "--sections", "models", "--compile", "--precisions", "fp32", "bf16",
+    run_harness(harness, ["--quick", "--models", "unet_slim", "--sections", "models", "--compile", "--precisions", "fp32", "bf16",
                           "--memory-formats", "channels_last", "--out", str(tmp_path)])
     assert events == ["reset", "compile", "reset", "compile"]  # nothing left from the variant or model before
 
@@ -124,7 +125,7 @@ def test_ratios_and_targets(quick_run):
     names = " ".join(t["target"] for t in results["targets"])
     for key in ("Lightning loop", "dpce step", "metric update", "slide", "camvid pipeline"):
         assert key in names
-    assert not any("unet train step" in t["target"] for t in results["targets"])  # U-Net reports, no target
+    assert not any("unet_slim train step" in t["target"] for t in results["targets"])  # U-Net reports, no target
 
 
 def test_confusion_matrix_forms_agree(harness):

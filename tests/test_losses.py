@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from scipy.ndimage import distance_transform_edt
 
 from segsuite.losses import (
@@ -131,6 +134,33 @@ def test_dice_iou_tversky_match_formulas(per_image, classes, seed):
         assert loss(logits, target).item() == pytest.approx(ref, rel=1e-5), type(loss).__name__
 
 
+def monai_batch_dice(logits, target, c, smooth_nr, smooth_dr):
+    """MONAI `DiceLoss(softmax=True, to_onehot_y=True, batch=True)` (include_background, mean),
+    written from its formula: per class, sums over batch and pixels, 1 - (2 I + s_nr) / (P + G + s_dr),
+    then the mean over every class."""
+    p, g, _ = np_parts(logits, target, c)
+    inter, pred, ground = (p * g).sum((0, 2, 3)), p.sum((0, 2, 3)), g.sum((0, 2, 3))
+    return np.mean(1.0 - (2.0 * inter + smooth_nr) / (pred + ground + smooth_dr))
+
+
+@pytest.mark.parametrize("smooth", [1.0, 1e-5])  # ours (1) and MONAI's default smooth_nr = smooth_dr = 1e-5
+@pytest.mark.parametrize("seed", [0, 1])  # seed 1: class 2 absent from the batch
+def test_dice_all_classes_equals_monai_batch_dice(smooth, seed):
+    logits, target = case(seed=seed, c=4, h=7, w=9, ignore=False)
+    expected = monai_batch_dice(logits, target, 4, smooth, smooth)
+    assert DiceLoss(smooth=smooth, classes="all")(logits, target).item() == pytest.approx(expected, rel=1e-6)
+    if seed == 1:  # the default ("present") skips the absent class instead
+        assert DiceLoss(smooth=smooth)(logits, target).item() != pytest.approx(expected, rel=1e-3)
+
+
+def test_dice_all_classes_equals_monai_itself():
+    monai_losses = pytest.importorskip("monai.losses")
+    logits, target = case(seed=1, c=4, h=7, w=9, ignore=False)
+    theirs = monai_losses.DiceLoss(softmax=True, to_onehot_y=True, batch=True, smooth_nr=1.0, smooth_dr=1.0)
+    expected = theirs(logits.double(), target.unsqueeze(1)).item()
+    assert DiceLoss(classes="all")(logits, target).item() == pytest.approx(expected, rel=1e-6)
+
+
 def test_dice_hand_value():
     # one image, two pixels, C=2, probabilities exactly [0.5, 0.5] everywhere, labels [0, 1]:
     # class k: TP = 0.5, sum p = 1, sum g = 1 -> Dice = (1 + 1) / (2 + 1) = 2/3 with smooth 1
@@ -213,36 +243,50 @@ def test_lovasz_matches_integral_on_random_batch(per_image, classes):
 
 
 # -- boundary -------------------------------------------------------------------------------------
-def test_boundary_term_hand_value():
-    # row [0 0 1 1 1]: phi_0 = [-1 0 1 2 3], phi_1 = [2 1 0 -1 -2]; probabilities 1/2 everywhere:
-    # mean over 2 classes x 5 pixels of phi * 1/2 = (5 + 0) / 10 / 2 = 0.25
-    loss = BoundaryLoss(region=None, schedule="constant", start=1.0)
-    assert loss(torch.zeros(1, 2, 1, 5), torch.tensor([[[0, 0, 1, 1, 1]]])).item() == pytest.approx(0.25)
-
-
-def test_boundary_term_matches_scipy_level_sets():
-    logits, target = case(seed=5, c=3, h=9, w=11)
-    p, _, valid = np_parts(logits, target, 3)
+def kervadec_boundary_term(logits, target, c):
+    """L_B from the paper / the authors' `one_hot2dist`: phi = edt(outside) outside, -(edt(inside) - 1)
+    inside (scipy), times the softmax, mean over the (image, present class, non-ignored pixel) triples."""
+    p, _, valid = np_parts(logits, target, c)
     t = target.numpy()
     total, count = 0.0, 0
     for n in range(t.shape[0]):
-        for k in range(3):
+        for k in range(c):
             pos = t[n] == k
             if not pos.any():
                 continue
             phi = distance_transform_edt(~pos) * ~pos - (distance_transform_edt(pos) - 1) * pos
             total += (phi * p[n, k])[valid[n]].sum()
             count += valid[n].sum()
-    loss = BoundaryLoss(region=None, schedule="constant", start=1.0)
-    assert loss(logits, target).item() == pytest.approx(total / count, rel=1e-3)
+    return total / count
+
+
+def test_boundary_term_hand_value():
+    # row [0 0 1 1 1]: phi_0 = [-1 0 1 2 3], phi_1 = [2 1 0 -1 -2]; probabilities 1/2 everywhere:
+    # mean over 2 classes x 5 pixels of phi * 1/2 = (5 + 0) / 10 / 2 = 0.25
+    assert BoundaryLoss()(torch.zeros(1, 2, 1, 5), torch.tensor([[[0, 0, 1, 1, 1]]])).item() == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize(("seed", "c"), [(5, 3), (12, 5)])
+def test_boundary_loss_alone_is_the_papers_term(seed, c):
+    logits, target = case(seed=seed, c=c, h=9, w=11)
+    expected = kervadec_boundary_term(logits, target, c)
+    loss = BoundaryLoss()
+    assert loss(logits, target).item() == pytest.approx(expected, rel=1e-3)  # float16 maps
+    # the schedule belongs to the combination: alone, progress changes nothing (w_B = 1 throughout)
+    for step in (0, 30, 100):
+        loss.set_progress(step, 100)
+        assert loss.weights() == (0.0, 1.0)
+        assert loss(logits, target).item() == pytest.approx(expected, rel=1e-3)
 
 
 def test_boundary_schedule_and_region_combination():
     logits, target = case(seed=6)
     region = GeneralizedDiceLoss()
-    loss = BoundaryLoss(region=region, schedule="rebalance", start=0.01, end=0.99, ramp_fraction=0.5)
-    pure = BoundaryLoss(region=None, schedule="constant", start=1.0)(logits, target)
+    pure = BoundaryLoss()(logits, target)
     gdl = region(logits, target)
+    default = BoundaryLoss(region=region)  # the paper's rebalance, w_B from 0.01
+    assert default(logits, target).item() == pytest.approx((0.99 * gdl + 0.01 * pure).item(), rel=1e-5)
+    loss = BoundaryLoss(region=region, schedule="rebalance", start=0.01, end=0.99, ramp_fraction=0.5)
     for step, w_b in [(0, 0.01), (25, 0.5), (50, 0.99), (90, 0.99)]:
         loss.set_progress(step, 100)
         assert loss.weights() == pytest.approx((1 - w_b, w_b))
@@ -250,6 +294,83 @@ def test_boundary_schedule_and_region_combination():
     inc = BoundaryLoss(region=region, schedule="increase", start=0.1, end=0.5, ramp_fraction=1.0)
     inc.set_progress(50, 100)
     assert inc.weights() == pytest.approx((1.0, 0.3))
+
+
+# -- Hausdorff ------------------------------------------------------------------------------------
+def karimi_field(mask: np.ndarray) -> np.ndarray:
+    """Karimi's / MONAI's distance field edt(fg) + edt(bg); zero without a boundary."""
+    if not mask.any() or mask.all():
+        return np.zeros(mask.shape)
+    return distance_transform_edt(mask) + distance_transform_edt(~mask)
+
+
+def karimi_fields(logits, target, c, alpha):
+    """Per class: d_G^alpha + d_P^alpha [N,C,H,W], with the prediction thresholded at p > 0.5 and
+    ignored pixels as "not this class" in both."""
+    p, _, valid = np_parts(logits, target, c)
+    t = target.numpy()
+    return np.stack([np.stack([karimi_field(t[n] == k) ** alpha + karimi_field((p[n, k] > 0.5) & valid[n]) ** alpha
+                               for k in range(c)]) for n in range(t.shape[0])])
+
+
+def karimi_loss(logits, target, c, alpha=2.0, weight=None):
+    """mean over non-ignored pixels and classes (weighted mean with `weight`) of (g - p)^2 (d_G^a + d_P^a)."""
+    p, g, valid = np_parts(logits, target, c)
+    w = np.ones(c) if weight is None else np.asarray(weight, float)
+    terms = (g - p) ** 2 * karimi_fields(logits, target, c, alpha) * w[None, :, None, None]
+    return terms.transpose(0, 2, 3, 1)[valid].sum() / (valid.sum() * w.sum())
+
+
+def confident_case(seed, c, h, w):
+    """Logits whose softmax crosses 0.5 on a good share of pixels, so the prediction has boundaries."""
+    logits, target = case(seed=seed, c=c, h=h, w=w)
+    labels = torch.where(target == IGNORE, 0, target).roll(1, dims=2)
+    return logits + 4.0 * F.one_hot(labels, c).permute(0, 3, 1, 2), target
+
+
+@pytest.mark.parametrize("alpha", [2.0, 1.0])
+@pytest.mark.parametrize(("seed", "c"), [(7, 3), (8, 4), (13, 6)])
+def test_hausdorff_matches_karimi_per_class_formula(alpha, seed, c):
+    for logits, target in (case(seed=seed, c=c, h=10, w=13), confident_case(seed, c, 10, 13)):
+        expected = karimi_loss(logits, target, c, alpha)
+        # GT fields travel as float16 (worker maps): ~1e-4 relative
+        assert HausdorffDTLoss(alpha=alpha)(logits, target).item() == pytest.approx(expected, rel=1e-3)
+
+
+def test_hausdorff_class_weights_and_no_ignore():
+    logits, target = confident_case(9, 4, 9, 12)
+    target = torch.where(target == IGNORE, 1, target)
+    weight = [1.0, 3.0, 0.5, 2.0]
+    assert HausdorffDTLoss(weight=weight)(logits, target).item() == pytest.approx(
+        karimi_loss(logits, target, 4, weight=weight), rel=1e-3)
+
+
+def test_hausdorff_gradient_flows_as_the_formula():
+    logits, target = confident_case(10, 4, 9, 12)
+    ours = logits.clone().requires_grad_(True)
+    HausdorffDTLoss()(ours, target).backward()
+    # the same formula in torch with the scipy fields as constants
+    ref = logits.clone().requires_grad_(True)
+    valid = (target != IGNORE).unsqueeze(1)
+    onehot = F.one_hot(torch.where(valid[:, 0], target, 0), 4).permute(0, 3, 1, 2) * valid
+    fields = torch.from_numpy(karimi_fields(logits, target, 4, 2.0)).float()
+    ((ref.softmax(1) - onehot) ** 2 * fields * valid).sum().div(valid.sum() * 4).backward()
+    assert ours.grad.abs().sum() > 0 and torch.isfinite(ours.grad).all()
+    torch.testing.assert_close(ours.grad, ref.grad, rtol=1e-3, atol=1e-6)
+    assert ours.grad.masked_select(~valid).abs().max() == 0
+
+
+def test_hausdorff_two_classes_hand_value():
+    # row [0 0 1 1], p = (0.8, 0.2) everywhere: the thresholded prediction is class 0 everywhere
+    # (full or empty masks: d_P = 0); d_G = edt(fg) + edt(bg) = [2 1 1 2] for both classes;
+    # (g - p)^2 = .04 .04 .64 .64 (class 0) and .04 .04 .64 .64 (class 1):
+    # (0.04*4 + 0.04*1 + 0.64*1 + 0.64*4) * 2 / (4 pixels * 2 classes) = 0.85
+    logits = torch.log(torch.tensor([0.8, 0.2])).view(1, 2, 1, 1).expand(1, 2, 1, 4)
+    target = torch.tensor([[[0, 0, 1, 1]]])
+    assert HausdorffDTLoss(alpha=2.0)(logits, target).item() == pytest.approx(0.85, rel=1e-5)
+    # the shared approximation: d_G = distance to the nearest label change = [1 0 0 1]; the class mean
+    # of the squared errors is 0.04 on pixels 0,1 and 0.64 on 2,3 -> mean of [.04, 0, 0, .64] = 0.17
+    assert HausdorffDTLoss(alpha=2.0, fields="shared")(logits, target).item() == pytest.approx(0.17, rel=1e-5)
 
 
 def edge_distance(labels: np.ndarray) -> np.ndarray:
@@ -263,7 +384,7 @@ def edge_distance(labels: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("alpha", [2.0, 1.0])
-def test_hausdorff_matches_karimi_formula(alpha):
+def test_hausdorff_shared_approximation_matches_its_formula(alpha):
     logits, target = case(seed=7, c=3, h=8, w=9)
     p, g, valid = np_parts(logits, target, 3)
     t = target.numpy()
@@ -273,16 +394,26 @@ def test_hausdorff_matches_karimi_formula(alpha):
         dist = edge_distance(pred[n]) ** alpha + edge_distance(t[n]) ** alpha
         total += (((p[n] - g[n]) ** 2).mean(0) * dist)[valid[n]].sum()
     expected = total / valid.sum()
-    assert HausdorffDTLoss(alpha=alpha)(logits, target).item() == pytest.approx(expected, rel=1e-5)
+    assert HausdorffDTLoss(alpha=alpha, fields="shared")(logits, target).item() == pytest.approx(expected, rel=1e-5)
 
 
-def test_hausdorff_two_classes_hand_value():
-    # row [0 0 1 1], prediction everywhere class 0 (no predicted boundary: d_P = 0);
-    # d_G = [1 0 0 1]; squared errors (p - g)^2 with p = (0.8, 0.2): class mean is 0.04 on pixels
-    # 0,1 and 0.64 on pixels 2,3 -> mean of [0.04*1, 0.04*0, 0.64*0, 0.64*1] = 0.17
-    logits = torch.log(torch.tensor([0.8, 0.2])).view(1, 2, 1, 1).expand(1, 2, 1, 4)
-    loss = HausdorffDTLoss(alpha=2.0)(logits, torch.tensor([[[0, 0, 1, 1]]]))
-    assert loss.item() == pytest.approx(0.17, rel=1e-5)
+def test_hausdorff_equals_monai_itself():
+    monai_losses = pytest.importorskip("monai.losses")
+    logits, target = confident_case(11, 4, 10, 13)
+    target = torch.where(target == IGNORE, 2, target)  # MONAI has no ignore label
+    # MONAI drops channel 0 by default (include_background=False); the paper's mean has every class
+    theirs = monai_losses.HausdorffDTLoss(alpha=2.0, softmax=True, to_onehot_y=True, include_background=True)
+    expected = theirs(logits, target.unsqueeze(1)).item()
+    assert HausdorffDTLoss()(logits, target).item() == pytest.approx(expected, rel=1e-3)
+
+
+def test_hausdorff_defaults_are_the_configs():
+    """One default per parameter: the class, conf/loss/hausdorff.yaml (and the README) agree."""
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "loss" / "hausdorff.yaml")
+    defaults = inspect.signature(HausdorffDTLoss).parameters
+    for key in cfg.keys() - {"_target_", "ignore_index"}:
+        assert defaults[key].default == cfg[key], key
+    assert HausdorffDTLoss().dt_stride == 1 and HausdorffDTLoss().fields == "per_class"
 
 
 # -- compound -------------------------------------------------------------------------------------

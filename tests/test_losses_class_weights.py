@@ -95,3 +95,14 @@ def test_cli_prints_override(tmp_path, capsys, monkeypatch):
     assert out.strip().startswith("loss.weight=[") and len(weights) == 6
     assert all(w > 0 for w in weights)
     sys.modules.pop("compute_class_weights", None)
+
+
+def test_cache_key_tells_copies_at_different_roots_apart(tmp_path):
+    from dataset_trees import build_camvid_tree
+    from segsuite.data.datasets import CamVid
+
+    first = CamVid(build_camvid_tree(tmp_path / "a"), split="train")
+    second = CamVid(build_camvid_tree(tmp_path / "b"), split="train")
+    assert class_weights.cache_key(first, 11, "enet", 1.02) != class_weights.cache_key(second, 11, "enet", 1.02)
+    assert class_weights.cache_key(first, 11, "enet", 1.02) == class_weights.cache_key(
+        CamVid(tmp_path / "a" / "CamVid", split="train"), 11, "enet", 1.02)

@@ -12,8 +12,11 @@ from segsuite.losses.distance import (
     class_distance_maps,
     dense_from_compact,
     edt_to_opposite,
+    inside_outside_distances,
     label_change_distance,
+    mask_fields,
     present_classes,
+    top_classes,
 )
 
 
@@ -106,3 +109,58 @@ def test_torch_label_change_distance_matches_opencv(seed):
     solid = torch.from_numpy(blobs(seed, 32, 40, speckle=0.0))[None]
     exact, coarse = label_change_distance(solid), label_change_distance(solid, stride=2)
     assert coarse.shape == exact.shape and (coarse - exact).abs().max() <= 2 * 2 + 1e-4
+
+
+def test_inside_distances_on_the_bounding_box_are_exact():
+    # small regions, regions on the border and a thin diagonal: d_in is computed on the bbox + 1 px
+    region = np.zeros((15, 19), bool)
+    region[0:3, 0:4] = True
+    region[7:9, 10:12] = True
+    region[np.arange(10, 15), np.arange(14, 19)] = True
+    d_in, d_out = inside_outside_distances(region)
+    np.testing.assert_allclose(d_in, distance_transform_edt(region), atol=1e-4)
+    np.testing.assert_allclose(d_out, distance_transform_edt(~region), atol=1e-4)
+    single = np.zeros((6, 7), bool)
+    single[5, 6] = True
+    np.testing.assert_allclose(inside_outside_distances(single)[0], distance_transform_edt(single), atol=1e-4)
+
+
+def test_top_classes_largest_first_ties_to_lower_id():
+    labels = torch.tensor([[[0, 0, 0, 1, 2, 2, 3, -1]]])
+    masks = torch.stack([labels == k for k in range(5)], 1)  # class 4 absent
+    assert top_classes(masks, 8).tolist() == [[0, 2, 1, 3, -1]]
+    assert top_classes(masks, 3).tolist() == [[0, 2, 1]]
+    ids = present_classes(np.array([[0, 0, 0, 1, 2, 2, 3, 255]]), 3)  # the ground-truth rule
+    assert sorted(ids.tolist()) == sorted(top_classes(masks, 3)[0].tolist())
+
+
+@pytest.mark.parametrize("backend", ["opencv", "torch"])
+@pytest.mark.parametrize("seed", range(3))
+def test_mask_fields_match_scipy(backend, seed):
+    labels = np.stack([blobs(seed), blobs(seed + 10), np.full((17, 23), 2)])  # 255: no class; one full mask
+    masks = torch.from_numpy(np.stack([labels == k for k in range(5)], 1))
+    maps, ids = mask_fields(masks, max_maps=5, backend=backend)
+    assert maps.dtype == torch.float32 and maps.shape[:2] == ids.shape
+    for n in range(3):
+        present = sorted(set(np.unique(labels[n]).tolist()) - {255})
+        assert sorted(c for c in ids[n].tolist() if c >= 0) == present
+        for k, c in enumerate(ids[n].tolist()):
+            expected = karimi_field(labels[n] == c) if c >= 0 else np.zeros(labels[n].shape)
+            np.testing.assert_allclose(maps[n, k].numpy(), expected, atol=1e-4)
+    assert not maps[2].any()  # a mask covering the image has no boundary
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_mask_fields_backends_agree(stride):
+    labels = torch.from_numpy(np.stack([blobs(20, 20, 31, c=6), blobs(21, 20, 31, c=6)]))
+    masks = torch.stack([labels == k for k in range(6)], 1)
+    cv_maps, cv_ids = mask_fields(masks, max_maps=3, stride=stride, backend="opencv")
+    th_maps, th_ids = mask_fields(masks, max_maps=3, stride=stride, backend="torch")
+    assert torch.equal(cv_ids, th_ids) and (th_ids >= 0).all()
+    torch.testing.assert_close(cv_maps, th_maps, atol=1e-4, rtol=0)
+    if stride > 1:  # subsampled: close to the exact maps on solid blobs
+        solid = torch.from_numpy(blobs(22, 32, 40, speckle=0.0))[None]
+        solid_masks = torch.stack([solid == k for k in range(4)], 1)
+        exact, _ = mask_fields(solid_masks, 4)
+        coarse, _ = mask_fields(solid_masks, 4, stride=stride)
+        assert (coarse - exact).abs().max() <= 2 * stride + 1e-4

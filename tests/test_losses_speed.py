@@ -36,7 +36,7 @@ def test_distance_losses_step_within_target_of_ce():
     masks = [data[i]["mask"] for i in range(2)]
     target = torch.from_numpy(np.stack(masks))
     images = torch.randn(2, 3, 256, 512)
-    model = UNet(num_classes=19, base_channels=16)
+    model = UNet(num_classes=19, base_channels=16, batch_norm=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
     names = ["ce", "dpce", "boundary", "hausdorff"]
     losses, extras, worker_ms = {}, {}, {}

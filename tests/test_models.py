@@ -18,22 +18,24 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
-MODEL_NAMES = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
+from segsuite.models.catalog import model_config, model_names
+
+MODEL_NAMES = model_names()
 NUM_CLASSES = 5
 ODD_SIZE = (97, 131)
 SMALL_ODD_SIZE = (33, 47)  # for the checks that compare two runs (round trip, trace)
 PAPER_SIZE = (360, 480)
 # Cheap enough for a forward/backward at 360x480 in the fast suite (with their yaml defaults).
-LIGHT_MODELS = {"unet", "enet"}
+LIGHT_MODELS = {"unet_slim", "enet"}
 # Overrides that give a model its small variant; a yaml with a string `backbone: resnetXX` gets
-# ResNet-18 unless listed here.
-SMALL_OVERRIDES: dict[str, dict] = {}
+# ResNet-18 unless listed here. The paper's U-Net (width 64) runs in the slow suite; width 16 here.
+SMALL_OVERRIDES: dict[str, dict] = {"unet": {"base_channels": 16}}
 SMALL_BACKBONE = "resnet18"
 
 
 def load_yaml(name: str):
-    return OmegaConf.load(CONF_DIR / f"{name}.yaml")
+    """conf/model/<name>.yaml as `model=<name>` composes it (its `defaults:` resolved)."""
+    return model_config(name)
 
 
 def small_overrides(name: str) -> dict | None:
@@ -195,7 +197,79 @@ def test_jit_trace_matches_eager(case):
 
 def test_every_model_config_is_covered():
     """The glob finds the shipped configs, so a new architecture joins these tests by itself."""
-    assert {"fcn8s", "fcn16s", "fcn32s", "segnet", "enet", "unet"} <= set(MODEL_NAMES)
+    assert {"fcn8s", "fcn16s", "fcn32s", "segnet", "enet", "unet", "unet_slim"} <= set(MODEL_NAMES)
+
+
+def test_model_configs_compose_as_hydra_composes_them():
+    """`segsuite.models.catalog.model_config` (used by these tests and the scripts) gives what
+    `model=<name>` gives in a Hydra run, `defaults:` lists included; the quick start trains the
+    slim U-Net, which is `unet` at width 16 with BatchNorm."""
+    from hydra import compose, initialize_config_dir
+
+    from segsuite.utils.paths import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        default = compose("train")
+        composed = {name: compose("train", overrides=[f"model={name}"]).model for name in MODEL_NAMES}
+    for name in MODEL_NAMES:
+        assert OmegaConf.to_container(composed[name]) == OmegaConf.to_container(model_config(name)), name
+    assert OmegaConf.to_container(default.model) == OmegaConf.to_container(model_config("unet_slim"))
+    slim, paper = OmegaConf.to_container(model_config("unet_slim")), OmegaConf.to_container(model_config("unet"))
+    assert {k for k in paper if slim[k] != paper[k]} == {"base_channels", "batch_norm"}
+    assert (slim["base_channels"], slim["batch_norm"]) == (16, True)
+    assert (paper["base_channels"], paper["batch_norm"], paper["depth"], paper["bilinear"]) == (64, False, 4, False)
+
+
+def test_model_config_errors_name_the_problem(tmp_path):
+    group = tmp_path / "model"
+    group.mkdir()
+    (group / "a.yaml").write_text("defaults:\n  - b\nx: 1\n")
+    (group / "b.yaml").write_text("defaults:\n  - a\n")
+    (group / "c.yaml").write_text("defaults:\n  - /dataset/synthetic\n")
+    with pytest.raises(FileNotFoundError, match=r"model=nope.*\['a', 'b', 'c'\]"):
+        model_config("nope", tmp_path)
+    with pytest.raises(ValueError, match="cycle: a -> b -> a"):
+        model_config("a", tmp_path)
+    with pytest.raises(ValueError, match="not the name of a model config"):
+        model_config("c", tmp_path)
+
+
+def unet_parameters_by_hand(in_channels: int, classes: int, widths=(64, 128, 256, 512, 1024), batch_norm=False) -> int:
+    """U-Net layer by layer: two 3x3 convs per level (bias, or BN's weight + bias instead), 2x2
+    max-pool, 2x2 transposed conv halving the channels (bias), concatenated skip, 1x1 classifier."""
+
+    def conv3x3(i, o):
+        return i * o * 9 + (2 * o if batch_norm else o)
+
+    def level(i, o):
+        return conv3x3(i, o) + conv3x3(o, o)
+
+    encoder = level(in_channels, widths[0]) + sum(level(widths[k], widths[k + 1]) for k in range(len(widths) - 1))
+    decoder = sum(widths[k + 1] * widths[k] * 2 * 2 + widths[k] + level(2 * widths[k], widths[k])
+                  for k in range(len(widths) - 1))
+    return encoder + decoder + widths[0] * classes + classes
+
+
+def test_unet_config_is_the_papers_network():
+    """`model=unet` is Ronneberger et al.'s U-Net: 4 poolings, 64-1024 channels, no BatchNorm,
+    2x2 up-convs; 31.0 M parameters at 2 classes (31,030,658 for the paper's one-channel input,
+    31,031,810 for RGB)."""
+    paper = unet_parameters_by_hand(1, 2)
+    assert paper == 31_030_658 and abs(paper - 31.0e6) < 0.05e6
+    cfg = OmegaConf.create({"dataset": {"num_classes": 2}, "model": model_config("unet")})
+    with torch.device("meta"):
+        model = hydra.utils.instantiate(cfg.model)
+        grey = hydra.utils.instantiate(cfg.model, in_channels=1)
+    assert sum(p.numel() for p in grey.parameters()) == paper
+    assert sum(p.numel() for p in model.parameters()) == unet_parameters_by_hand(3, 2) == 31_031_810
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert model.size_divisor == 16 and len(model.downs) == 4
+    assert all(isinstance(up.up, torch.nn.ConvTranspose2d) and up.up.kernel_size == (2, 2) for up in model.ups)
+    slim_cfg = OmegaConf.create({"dataset": {"num_classes": 2}, "model": model_config("unet_slim")})
+    with torch.device("meta"):
+        slim = hydra.utils.instantiate(slim_cfg.model)
+    assert sum(p.numel() for p in slim.parameters()) == unet_parameters_by_hand(
+        3, 2, widths=(16, 32, 64, 128, 256), batch_norm=True) == 1_942_594
 
 
 def test_model_zoo_script_measures_configs(tmp_path):
@@ -207,27 +281,17 @@ def test_model_zoo_script_measures_configs(tmp_path):
     spec = importlib.util.spec_from_file_location("model_zoo", path)
     zoo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(zoo)
-    zoo.main(["--out", str(tmp_path), "--models", "enet", "unet"])
+    zoo.main(["--out", str(tmp_path), "--models", "enet", "unet", "unet_slim"])
     rows = json.loads((tmp_path / "model_zoo.json").read_text())["rows"]
     assert [(r["model"], r["variant"]) for r in rows] == [
         ("enet", "default"),
         ("unet", "default"),
-        ("unet", "paper"),
+        ("unet_slim", "default"),
     ]
-    paper_unet = rows[2]
-    # U-Net 64-1024, 2 classes, BatchNorm: 31,037,698 parameters (conv + BN + transposed conv, by layer)
-    widths = [64, 128, 256, 512, 1024]
-
-    def double_conv(i, o):
-        return i * o * 9 + 2 * o + o * o * 9 + 2 * o
-
-    expected = double_conv(3, 64) + sum(double_conv(widths[k], widths[k + 1]) for k in range(4))
-    expected += sum(
-        widths[k + 1] * widths[k] * 4 + widths[k] + double_conv(2 * widths[k], widths[k])
-        for k in range(4)
-    )
-    expected += 64 * 2 + 2
-    assert paper_unet["params"] == expected
+    paper_unet = rows[1]
+    assert paper_unet["classes"] == 2 and paper_unet["params"] == unet_parameters_by_hand(3, 2)
+    assert paper_unet["ref_params_m"] == 31.0
     # FLOPs of the first 3x3 conv alone at 360x480 (2 per MAC) bound the total from below.
     assert paper_unet["gflops"] > 2 * 360 * 480 * 64 * 3 * 9 / 1e9
+    assert rows[2]["params"] < paper_unet["params"] / 10
     assert "| unet |" in (tmp_path / "model_zoo.md").read_text()

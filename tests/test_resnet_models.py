@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from segsuite.models.backbones.resnet import ResNet, adapt_first_conv, resnet
 from segsuite.models.blocks import PooledConvBNReLU
+from segsuite.models.catalog import model_config
 from segsuite.models.deeplabv3plus import DeepLabV3Plus
 from segsuite.models.duc_hdc import DUCHDC, DenseUpsamplingConv
 from segsuite.models.gcn import GCN, GlobalConvBlock, RowConv2d
@@ -28,7 +29,6 @@ from segsuite.models.pspnet import PSPNet
 from segsuite.models.upernet import UPerNet
 
 KEY_SHEET = json.loads((Path(__file__).parent / "data" / "torchvision_keys.json").read_text())["models"]
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
 DEPTHS = (18, 34, 50, 101, 152)
 # Issue 3's reference: parameters of torchvision's ResNets without the `fc` classifier.
 BACKBONE_PARAMS = {18: 11_176_512, 34: 21_284_672, 50: 23_508_032, 101: 42_500_160, 152: 58_143_808}
@@ -60,8 +60,7 @@ def random_checkpoint(name: str, path: Path, generator: torch.Generator) -> dict
 
 
 def build_from_yaml(name: str, num_classes: int, **overrides) -> nn.Module:
-    model_cfg = OmegaConf.load(CONF_DIR / f"{name}.yaml")
-    cfg = OmegaConf.create({"dataset": {"num_classes": num_classes}, "model": model_cfg})
+    cfg = OmegaConf.create({"dataset": {"num_classes": num_classes}, "model": model_config(name)})
     for key, value in overrides.items():
         cfg.model[key] = value
     return hydra.utils.instantiate(cfg.model)
@@ -231,7 +230,7 @@ def test_pspnet_parameter_count_layer_by_layer():
 
 @pytest.mark.parametrize(
     ("name", "classes", "reference", "aux_reference"),
-    [("pspnet", 21, 49.0e6, 2.4e6), ("deeplabv3plus", 21, 59.3e6, None), ("upernet", 150, 66.4e6, 2.4e6)],
+    [("pspnet", 21, 49.0e6, 2.4e6), ("deeplabv3plus", 21, 59.3e6, None), ("upernet", 21, 66.4e6, 2.4e6)],
 )
 def test_paper_parameter_counts_within_ten_percent(name, classes, reference, aux_reference):
     with torch.device("meta"):
@@ -307,13 +306,55 @@ def test_deeplab_aspp_rates_double_at_output_stride_8():
     assert depthwise.groups == depthwise.in_channels == 512 and depthwise.dilation == (6, 6)
 
 
-def test_duc_hdc_cycles_dilation_rates_over_blocks():
-    model = DUCHDC(3, backbone="resnet101", layer3_dilations=[1, 2, 5, 9], layer4_dilations=[5, 9, 17])
-    layer3 = [b.conv2.dilation[0] for b in model.backbone.layer3]
-    assert layer3 == [[1, 2, 5, 9][i % 4] for i in range(23)]
-    assert [b.conv2.dilation[0] for b in model.backbone.layer4] == [5, 9, 17]
-    assert model.backbone.strides == (4, 8, 8, 8)
-    assert model.duc.branches[0].out_channels == 3 * 8 * 8
+def test_duc_hdc_defaults_are_the_released_network():
+    """TuSimple-DUC's ResNet-101-HDC: res4a at rate 2, then 2, 5, 9, 1 repeated over res4b1..b22;
+    res5 at 5, 9, 17; four summed DUC convs at rates 6/12/18/24; no dropout. The class and the
+    yaml agree."""
+    released_res4 = [2] + [[2, 5, 9, 1][i % 4] for i in range(22)]
+    with torch.device("meta"):
+        for model in (DUCHDC(19), build_from_yaml("duc_hdc", 19)):
+            assert [b.conv2.dilation[0] for b in model.backbone.layer3] == released_res4
+            assert [b.conv2.dilation[0] for b in model.backbone.layer4] == [5, 9, 17]
+            assert model.backbone.strides == (4, 8, 8, 8)
+            assert [(c.dilation[0], c.padding[0]) for c in model.duc.branches] == [(r, r) for r in (6, 12, 18, 24)]
+            assert all(c.out_channels == 19 * 8 * 8 and c.bias is not None for c in model.duc.branches)
+            assert model.dropout.p == 0.0
+    # a shorter list is cycled over the stage's blocks (the paper's plain HDC cycle)
+    with torch.device("meta"):
+        model = DUCHDC(3, backbone="resnet101", layer3_dilations=[1, 2, 5, 9], duc_rates=[1])
+    assert [b.conv2.dilation[0] for b in model.backbone.layer3] == [[1, 2, 5, 9][i % 4] for i in range(23)]
+    assert len(model.duc.branches) == 1
+
+
+def test_duc_hdc_parameters_by_hand():
+    """ResNet-101-DUC-HDC at 19 classes, counted layer by layer from the released network's list
+    (TuSimple-DUC networks/resnet.py + network_duc_hdc.py): 132.2 M. The released ResNet has a deep
+    stem (3x3 convs 3->64->64->128, so res2a takes 128 channels); segsuite keeps torchvision's 7x7
+    stem for its ImageNet weights, 123,776 parameters fewer."""
+    classes = 19
+
+    def conv_bn(i, o, k=1):
+        return i * o * k * k + 2 * o  # bias-free conv + BN (gamma, beta)
+
+    def bottleneck(i, width, projection):
+        out = 4 * width
+        return conv_bn(i, width) + conv_bn(width, width, 3) + conv_bn(width, out) + (conv_bn(i, out) if projection else 0)
+
+    def stages(stem_channels):
+        total, channels = 0, stem_channels
+        for width, blocks in zip((64, 128, 256, 512), (3, 4, 23, 3)):  # res2..res5 of ResNet-101
+            total += bottleneck(channels, width, True) + (blocks - 1) * bottleneck(4 * width, width, False)
+            channels = 4 * width
+        return total
+
+    duc = 4 * (2048 * 3 * 3 * 64 * classes + 64 * classes)  # four 3x3 convs with bias, rates 6/12/18/24
+    released = conv_bn(3, 64, 3) + conv_bn(64, 64, 3) + conv_bn(64, 128, 3) + stages(128) + duc
+    segsuite = conv_bn(3, 64, 7) + stages(64) + duc
+    assert released - segsuite == 123_776
+    assert abs(released - 132.2e6) <= 0.1e6 and abs(segsuite - 132.2e6) <= 0.1e6
+    with torch.device("meta"):
+        assert n_params(build_from_yaml("duc_hdc", classes)) == segsuite == 132_158_272
+        assert n_params(DUCHDC(classes)) == segsuite
 
 
 def test_dense_upsampling_conv_rearranges_channels_into_pixels():

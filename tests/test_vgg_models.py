@@ -6,6 +6,7 @@ filled with random values; nothing is downloaded.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -16,9 +17,10 @@ import torch.nn.functional as F
 
 from segsuite.models.backbones.vgg import VGG, _fc_to_conv, vgg16, vgg16_bn
 from segsuite.models.enet import ENet
-from segsuite.models.fcn import FCN, bilinear_upsampler
+from segsuite.models.fcn import FCN, bilinear_kernel, bilinear_upsampler
 from segsuite.models.segnet import SegNet
 from segsuite.models.unet import UNet
+from segsuite.optim import build_optimizer
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -189,7 +191,7 @@ def test_fcn_variants_fuse_the_paper_skips(stride, skips):
 
 
 def test_fcn8s_output_is_the_sum_of_upsampled_scores():
-    """With fc7 and pool4 scores zeroed, FCN-8s output = bilinear x8 of the pool3 score map."""
+    """With fc7 and pool4 scores zeroed, FCN-8s output = bilinear x8 of the score of pool3 x 1e-4."""
     model = FCN(num_classes=2, stride=8, zero_init_scores=True).eval()
     with torch.no_grad():
         model.score_pool3.weight.normal_()
@@ -198,10 +200,70 @@ def test_fcn8s_output_is_the_sum_of_upsampled_scores():
     with torch.no_grad():
         out = model(x)
         pool3 = model.backbone.features[: model.backbone.stage_bounds[2][1] + 1](x)
-        scores = model.score_pool3(pool3)
+        scores = model.score_pool3(pool3 * 1e-4)  # the at-once reference net's fixed pool3 scaling
     expected = model.upscore(scores)
     torch.testing.assert_close(out, expected)
     assert pool3.shape[-2:] == (8, 12)
+
+
+@pytest.mark.parametrize("scale_skips, pool4_scale, pool3_scale", [(True, 1e-2, 1e-4), (False, 1.0, 1.0)])
+def test_fcn8s_scales_its_skips_at_once_by_default(scale_skips, pool4_scale, pool3_scale):
+    """The score layers see pool4 x 1e-2 and pool3 x 1e-4 (voc-fcn8s-atonce's fixed Scale layers);
+    `scale_skips=False` (the staged recipe) feeds them unscaled."""
+    kwargs = {} if scale_skips else {"scale_skips": False}
+    model = FCN(num_classes=2, stride=8, **kwargs).eval()
+    seen = {}
+    for name in ("score_pool4", "score_pool3"):
+        getattr(model, name).register_forward_pre_hook(lambda m, i, name=name: seen.__setitem__(name, i[0].clone()))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        model(x)
+        bounds = model.backbone.stage_bounds
+        pool3 = model.backbone.features[: bounds[2][1] + 1](x)
+        pool4 = model.backbone.features[: bounds[3][1] + 1](x)
+    torch.testing.assert_close(seen["score_pool4"], pool4 * pool4_scale)
+    torch.testing.assert_close(seen["score_pool3"], pool3 * pool3_scale)
+
+
+def fcn_upsamplers(model: FCN) -> list[torch.nn.ConvTranspose2d]:
+    return [getattr(model, n) for n in ("upscore2", "upscore_pool4", "upscore") if hasattr(model, n)]
+
+
+@pytest.mark.parametrize("stride", [8, 32])
+def test_fcn_upsampling_is_fixed_bilinear_by_default(stride):
+    """As in the reference nets (deconvolution lr_mult 0): the upsamplers are bilinear, get no
+    gradient, are left out of the optimizer (so no weight decay either) and are unchanged by a
+    training step, while the layers around them learn."""
+    torch.manual_seed(0)
+    model = FCN(num_classes=3, stride=stride, zero_init_scores=False).train()
+    ups = fcn_upsamplers(model)
+    assert len(ups) == {8: 3, 32: 1}[stride]
+    for up in ups:
+        assert not up.weight.requires_grad
+        torch.testing.assert_close(up.weight, bilinear_kernel(3, up.kernel_size[0]), rtol=0, atol=0)
+    before = [up.weight.clone() for up in ups]
+    score_before = model.score_fr.weight.clone()
+    optimizer = build_optimizer(
+        functools.partial(torch.optim.SGD, momentum=0.9), model, lr=0.1, weight_decay=0.1
+    )
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert not any(id(up.weight) in in_optimizer for up in ups)
+    x, target = torch.randn(2, 3, 64, 64), torch.randint(0, 3, (2, 64, 64))
+    F.cross_entropy(model(x), target).backward()
+    assert all(up.weight.grad is None for up in ups)
+    optimizer.step()
+    for up, weight in zip(ups, before):
+        assert torch.equal(up.weight, weight)
+    assert not torch.equal(model.score_fr.weight, score_before)
+
+
+def test_fcn_learnable_upsampling_is_the_option():
+    model = FCN(num_classes=3, stride=8, learnable_upsampling=True)
+    optimizer = build_optimizer(torch.optim.SGD, model, lr=0.1, weight_decay=0.0)
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    for up in fcn_upsamplers(model):
+        assert up.weight.requires_grad and id(up.weight) in in_optimizer
+        torch.testing.assert_close(up.weight, bilinear_kernel(3, up.kernel_size[0]), rtol=0, atol=0)
 
 
 def test_segnet_decoder_unpools_at_encoder_argmax_positions():
@@ -265,6 +327,44 @@ def test_segnet_parameters_by_hand():
     expected = 14_723_136 + sum(conv_bn(i, o) for i, o in decoder) + (64 * 5 * 9 + 5)
     with torch.device("meta"):
         assert num_params(SegNet(num_classes=5)) == expected
+
+
+def test_enet_parameters_by_hand():
+    """ENet at 11 classes, layer by layer from the authors' released network (e-lab ENet-training,
+    encoder.lua + decoder.lua), in segsuite's form: convolutions followed by BatchNorm carry no
+    bias (the released net has 693 such biases, which BatchNorm's shift makes redundant), BN has
+    weight and bias, PReLU one slope per channel. Within 2% of the paper's 0.37 M."""
+    classes = 11
+
+    def bottleneck(ch, prelu=True, asymmetric=False):  # 1x1 -> main conv -> 1x1, internal ch / 4
+        i = ch // 4
+        main = 2 * (i * i * 5) if asymmetric else i * i * 9  # 5x1 + 1x5, or one 3x3 (dilated or not)
+        convs = ch * i + main + i * ch
+        bn = 2 * i + 2 * i + 2 * ch
+        prelus = (i + i + ch) if prelu else 0  # two internal activations + the one after the sum
+        return convs + bn + prelus
+
+    def downsampling(cin, cout):  # 2x2 stride-2 projection, 3x3, 1x1; shortcut: max-pool + zero pad
+        i = cout // 4
+        return cin * i * 4 + i * i * 9 + i * cout + 2 * (i + i + cout) + (i + i + cout)
+
+    def upsampling(cin, cout):  # shortcut 1x1 + BN (then unpool); 1x1, 3x3 stride-2 full conv, 1x1
+        i = cout // 4
+        return cin * cout + 2 * cout + cin * i + i * i * 9 + i * cout + 2 * (i + i + cout)
+
+    initial = 13 * 3 * 9 + 2 * 16 + 16  # 3x3 stride-2 conv 3 -> 13, BN(16) + PReLU(16) on the concat
+    kinds = ["regular", "dilated 2", "asymmetric 5", "dilated 4", "regular", "dilated 8", "asymmetric 5", "dilated 16"]
+    stage2_3 = 2 * sum(bottleneck(128, asymmetric=k.startswith("asym")) for k in kinds)
+    encoder = initial + downsampling(16, 64) + 4 * bottleneck(64) + downsampling(64, 128) + stage2_3
+    decoder = (upsampling(128, 64) + 2 * bottleneck(64, prelu=False) + upsampling(64, 16)
+               + bottleneck(16, prelu=False) + 16 * classes * 2 * 2 + classes)  # final 2x2 full conv, bias
+    expected = encoder + decoder
+    assert expected == 363_098
+    with torch.device("meta"):
+        assert num_params(ENet(num_classes=classes)) == expected
+    assert abs(expected - 0.37e6) / 0.37e6 < 0.02
+    released_biases = 13 + 16 + 4 * 16 + 32 + 16 * 32 + 16 + 2 * 16 + 4 + 4  # convs before BN, as released
+    assert abs(expected + released_biases - 0.37e6) / 0.37e6 < 0.02
 
 
 def test_fcn8s_parameters_by_hand():

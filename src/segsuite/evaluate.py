@@ -82,15 +82,17 @@ class EvalRecorder(pl.Callback):
 
 def _apply_overrides(cfg: DictConfig, train_cfg: DictConfig, ckpt: dict[str, Any]) -> None:
     """Replace the stored dataset / data root / batch size by the ones given on the command line."""
+    dataset = cfg.get("dataset") or {}
+    root = cfg.get("data_root") or dataset.get("root")
     with open_dict(train_cfg):
-        if cfg.get("dataset"):
-            check_num_classes(ckpt, cfg.dataset.num_classes, f"dataset '{cfg.dataset.get('name')}'")
-            train_cfg.dataset = cfg.dataset
-        if cfg.get("data_root"):
-            train_cfg.dataset.root = cfg.data_root
+        if "num_classes" in dataset:  # a whole dataset group (`dataset=<name>`) replaces the stored one
+            check_num_classes(ckpt, dataset.num_classes, f"dataset '{dataset.get('name')}'")
+            train_cfg.dataset = dataset
+        if root:
+            train_cfg.dataset.root = root
             for split in ("train", "val", "test"):
                 if train_cfg.dataset.get(split) and "root" in train_cfg.dataset[split]:
-                    train_cfg.dataset[split].root = cfg.data_root
+                    train_cfg.dataset[split].root = root
         if cfg.get("batch_size"):
             train_cfg.data.val_batch_size = cfg.batch_size
         if cfg.save_predictions:  # every prediction is written at its image's own size: no padded batches

@@ -19,6 +19,21 @@ from segsuite.optim import build_optimizer
 log = logging.getLogger(__name__)
 
 EXTRA_BATCH_KEYS_EXCLUDED = ("image", "mask", "name")
+# What torch's BatchNorm raises in training when it gets one value per channel.
+BATCHNORM_SINGLE_VALUE = "Expected more than 1 value per channel when training"
+
+
+def single_value_batchnorm_message(net: nn.Module, images: torch.Tensor) -> str:
+    """Why a training batch of one image at a crop no larger than the model's stride cannot train."""
+    n, (h, w) = images.shape[0], images.shape[-2:]
+    stride = int(getattr(net, "size_divisor", 1))
+    return (
+        f"cannot train on {n} image per device at crop {h}x{w}: the model's output stride is {stride}, so "
+        f"its deepest feature map is {-(-h // stride)}x{-(-w // stride)}, and a BatchNorm layer there gets a "
+        f"single value per channel, from which it cannot compute batch statistics. Train with at least 2 "
+        f"images per device (data.batch_size is the global batch, divided by the number of devices) or with "
+        f"a crop larger than {stride}x{stride} (dataset.crop_size=[H,W])"
+    )
 
 
 class SegmentationModule(pl.LightningModule):
@@ -126,7 +141,13 @@ class SegmentationModule(pl.LightningModule):
         if hasattr(self.criterion, "set_progress"):
             self.criterion.set_progress(self.global_step, max(int(self.trainer.estimated_stepping_batches), 1))
         extras = {k: v for k, v in batch.items() if k not in EXTRA_BATCH_KEYS_EXCLUDED}
-        loss, _ = self._loss(self(batch["image"]), batch["mask"], extras)
+        try:
+            out = self(batch["image"])
+        except (ValueError, RuntimeError) as err:  # RuntimeError: the same error raised under torch.compile
+            if BATCHNORM_SINGLE_VALUE not in str(err):
+                raise
+            raise ValueError(single_value_batchnorm_message(self.net, batch["image"])) from err
+        loss, _ = self._loss(out, batch["mask"], extras)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
 

@@ -3,6 +3,7 @@ or ENet's 1 / ln(c + p_c) (Paszke et al. 2016); `weight: auto` in loss configs r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -74,11 +75,32 @@ def _auto_paths(node: Any, prefix: tuple = ()) -> list[tuple]:
     return paths
 
 
+def mask_fingerprint(dataset: Any) -> str:
+    """Short digest of the mask files' resolved paths, sizes and mtimes (`dataset.samples` of (image, mask)
+    pairs): two copies of a dataset at different roots, or edited masks, get different keys. '' without samples."""
+    samples = getattr(dataset, "samples", None)
+    if not samples:
+        return ""
+    digest = hashlib.sha1()
+    for sample in samples:
+        mask = Path(sample[-1]) if isinstance(sample, (tuple, list)) else None
+        if mask is None:
+            return ""
+        try:
+            stat = mask.stat()
+            digest.update(f"{mask.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{mask}|missing\n".encode())
+    return digest.hexdigest()[:12]
+
+
 def cache_key(dataset: Any, num_classes: int, method: str, c: float) -> str:
+    """Dataset name, split, size, class count, method and the masks' fingerprint."""
     name = getattr(dataset, "name", None) or type(dataset).__name__
     split = getattr(dataset, "split", "train")
     suffix = f"-c{c}" if method == "enet" else ""
-    return f"{name}-{split}-n{len(dataset)}-C{num_classes}-{method}{suffix}"
+    fingerprint = mask_fingerprint(dataset)
+    return f"{name}-{split}-n{len(dataset)}-C{num_classes}-{method}{suffix}" + (f"-f{fingerprint}" if fingerprint else "")
 
 
 def resolve_auto_weights(loss_cfg: DictConfig, dataset: Any, cache_dir: Path, method: str = "median_frequency",
@@ -86,7 +108,8 @@ def resolve_auto_weights(loss_cfg: DictConfig, dataset: Any, cache_dir: Path, me
     """Replace every `weight: auto` in `loss_cfg` (in place; also nested) by weights of `dataset`.
 
     `dataset` is the training split built with transform=None. Weights are cached in
-    `cache_dir/class_weights.json` under dataset name + split + size + num_classes + method, and
+    `cache_dir/class_weights.json` under dataset name + split + size + num_classes + method + a fingerprint
+    of the mask files (resolved paths, sizes, mtimes), and
     logged. Returns `loss_cfg`. Configs without `auto` are returned untouched (no data pass).
     """
     paths = _auto_paths(OmegaConf.to_container(loss_cfg, resolve=False))

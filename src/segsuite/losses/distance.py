@@ -4,9 +4,11 @@ Ground-truth maps are computed on the CPU with OpenCV's exact Euclidean distance
 (`cv2.distanceTransform(..., DIST_L2, DIST_MASK_PRECISE)`, the same values as
 `scipy.ndimage.distance_transform_edt` but ~8x faster), only for the classes present in the
 mask, and normally inside the dataloader workers (see `target_fn` on the losses). Maps that
-depend on the prediction (Hausdorff) use `label_change_distance`, a vectorised exact transform
-in torch (separable: 1D distances by cumulative max/min, then a chunked min-plus pass along the
-shorter image axis), which also serves as the no-sync fallback for ground-truth maps.
+depend on the prediction (Hausdorff) are computed each step, only for the classes predicted
+(`mask_fields`): with OpenCV when the prediction is on the CPU (no transfer; one
+transform is far cheaper than the torch one there), otherwise with `edt_to_opposite`, a
+vectorised exact transform in torch (separable: 1D distances by cumulative max/min, then a
+chunked min-plus pass along the shorter image axis) that needs no host synchronisation.
 
 Per-class maps are stored compactly: `[K,H,W]` float16 maps for at most K present classes plus a
 `[K]` int64 vector of their class ids (-1 pads unused slots), so a batch collates to fixed shapes
@@ -43,11 +45,19 @@ def present_classes(mask: np.ndarray, max_maps: int, ignore_index: int = IGNORE_
 def inside_outside_distances(region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(d_in, d_out) for a boolean region: d_in is each inside pixel's distance to the nearest
     outside pixel (0 outside), d_out each outside pixel's distance to the nearest inside pixel
-    (0 inside). A region covering everything (or nothing) has no boundary: both maps are 0."""
+    (0 inside). A region covering everything (or nothing) has no boundary: both maps are 0.
+
+    d_in is computed on the region's bounding box grown by one pixel (clipped to the image): that
+    ring is all outside, and any outside pixel beyond it is farther than its projection on the
+    ring, so the values are exact; small regions cost a small transform."""
     if region.all() or not region.any():
         zeros = np.zeros(region.shape, dtype=np.float32)
         return zeros, zeros
-    return _edt(region), _edt(~region)
+    rows, cols = np.flatnonzero(region.any(1)), np.flatnonzero(region.any(0))
+    box = (slice(max(rows[0] - 1, 0), rows[-1] + 2), slice(max(cols[0] - 1, 0), cols[-1] + 2))
+    d_in = np.zeros(region.shape, dtype=np.float32)
+    d_in[box] = _edt(region[box])
+    return d_in, _edt(~region)
 
 
 def class_distance_maps(
@@ -180,3 +190,53 @@ def edt_to_opposite(fg: torch.Tensor, stride: int = 1) -> torch.Tensor:
     (error up to about `stride` pixels; cost falls by stride^3)."""
     return _strided_distance(fg.bool(), stride,
                              lambda small: torch.where(small, _squared_edt_to(~small), _squared_edt_to(small)))
+
+
+# -- per-class fields of a prediction (Hausdorff) -------------------------------------------------
+def top_classes(masks: torch.Tensor, max_maps: int) -> torch.Tensor:
+    """Ids `[N,K]` (K = min(C, max_maps), -1 = unused slot) of the non-empty class masks in `masks`
+    [N,C,H,W] (bool), the largest first; ties go to the lower id, the same rule as
+    `present_classes`. No host synchronisation."""
+    c = masks.shape[1]
+    counts = masks.sum(dim=(2, 3))
+    key = counts * (c + 1) + (c - torch.arange(c, device=masks.device))  # area first, then lower id
+    top = key.topk(min(c, max_maps), dim=1).indices
+    return torch.where(counts.gather(1, top) > 0, top, torch.full_like(top, -1))
+
+
+@torch.no_grad()
+def mask_fields(masks: torch.Tensor, max_maps: int, stride: int = 1,
+                backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Karimi's field edt(fg) + edt(bg) of each non-empty class mask of `masks` [N,C,H,W] (bool,
+    e.g. a prediction thresholded at 0.5): (maps float32 `[N,K,H,W]`, class ids `[N,K]`, -1 =
+    unused slot with an all-zero map).
+
+    Only the `max_maps` largest masks of each image get a map (`top_classes`); a mask covering
+    the whole image has no boundary and a zero map. `stride` > 1 computes on masks subsampled by
+    `stride`, then scales and upsamples (error up to about `stride` pixels). On the CPU the maps
+    come from OpenCV, one transform per non-empty mask (K shrinks to the most masks any image
+    has); elsewhere from the torch transform over all K slots, without synchronisation. Both give
+    the same values (to float32 rounding); `backend` ("opencv" | "torch") forces one."""
+    backend = backend or ("opencv" if masks.device.type == "cpu" else "torch")
+    if backend not in ("opencv", "torch"):
+        raise ValueError(f"backend={backend!r}; expected 'opencv' or 'torch'")
+    ids = top_classes(masks, max_maps)
+    n, _, h, w = masks.shape
+    if backend == "torch":
+        chosen = masks.gather(1, ids.clamp_min(0)[:, :, None, None].expand(n, ids.shape[1], h, w))
+        chosen &= (ids >= 0)[:, :, None, None]
+        return edt_to_opposite(chosen.flatten(0, 1), stride).view(n, -1, h, w), ids
+    k = int((ids >= 0).sum(1).max()) if n else 0
+    ids = ids[:, :k]
+    maps = np.zeros((n, k, h, w), dtype=np.float32)
+    small = masks[..., ::stride, ::stride].cpu().numpy()
+    for i, row in enumerate(ids.tolist()):
+        for j, c in enumerate(row):
+            if c < 0:
+                continue
+            d_in, d_out = inside_outside_distances(small[i, c])
+            field = d_in + d_out
+            if stride > 1:
+                field = np.repeat(np.repeat(field * stride, stride, 0), stride, 1)[:h, :w]
+            maps[i, j] = field
+    return torch.from_numpy(maps).to(masks.device), ids

@@ -1,12 +1,26 @@
 """ResNet-DUC-HDC (Wang et al. 2018, "Understanding Convolution for Semantic Segmentation").
 
 Hybrid Dilated Convolution (HDC): the ResNet runs at output stride 8, but instead of one rate per
-dilated stage (2 in layer3 / res4b, 4 in layer4 / res5b), consecutive blocks cycle through rates
+dilated stage (2 in layer3 / res4, 4 in layer4 / res5), consecutive blocks cycle through rates
 such as 1, 2, 5, 9 so that the sampled grid has no holes ("gridding"). Dense Upsampling
-Convolution (DUC): a 3x3 convolution on the stride-d feature predicts d^2 * C channels, which are
+Convolution (DUC): 3x3 convolutions on the stride-d feature predict d^2 * C channels, which are
 rearranged (pixel shuffle) into a C-channel map at full resolution, so upsampling is learned
-instead of bilinear. Optionally several dilated DUC convolutions are summed (the paper's ASPP-style
-DUC layer).
+instead of bilinear.
+
+The defaults are the authors' released network (TuSimple-DUC, `networks/resnet.py` and
+`networks/network_duc_hdc.py`, the Cityscapes ResNet-101 model):
+
+- res4 (layer3) rates, block by block: 2, then 2, 5, 9, 1 repeated (2, 2, 5, 9, 1, 2, 5, 9, ...,
+  1, 2, 5); the first block (the projection block res4a) uses 2, not the cycle's 1.
+- res5 (layer4) rates 5, 9, 17.
+- DUC: the sum of four 3x3 convolutions (with bias) at rates 6, 12, 18, 24 ("ASPP" DUC), each to
+  64 * C channels, then the pixel shuffle by 8. No dropout before it.
+- ResNet-101, 19 Cityscapes classes: 132,158,272 parameters here (132.2 M).
+
+One deliberate difference: the released ResNet-101 has a deep stem (three 3x3 convolutions
+3->64->64->128, so layer1 takes 128 channels; 123,776 parameters more, 132.28 M in all). segsuite
+keeps torchvision's ResNet (7x7 stem) so that torchvision's ImageNet checkpoints load by name.
+`duc_rates: [1]` (one plain 3x3 conv, 64.9 M) is the light variant.
 """
 
 from __future__ import annotations
@@ -20,11 +34,18 @@ from torch import nn
 from segsuite.models.backbones.resnet import resnet
 from segsuite.models.base import SegmentationModel
 
+# Dilation of each of ResNet-101's 23 res4 (layer3) blocks in the released network.
+RELEASED_LAYER3_DILATIONS = (2, 2, 5, 9, 1, 2, 5, 9, 1, 2, 5, 9, 1, 2, 5, 9, 1, 2, 5, 9, 1, 2, 5)
+RELEASED_LAYER4_DILATIONS = (5, 9, 17)
+RELEASED_DUC_RATES = (6, 12, 18, 24)
+
 
 class DenseUpsamplingConv(nn.Module):
     """Sum of 3x3 convs (one per rate) to `num_classes * factor**2` channels, pixel-shuffled."""
 
-    def __init__(self, in_ch: int, num_classes: int, factor: int, rates: Sequence[int] = (1,)) -> None:
+    def __init__(
+        self, in_ch: int, num_classes: int, factor: int, rates: Sequence[int] = RELEASED_DUC_RATES
+    ) -> None:
         super().__init__()
         if not rates:
             raise ValueError("DUC rates must list at least one dilation rate, e.g. [1]")
@@ -47,10 +68,12 @@ class DUCHDC(SegmentationModel):
     Args:
         num_classes: number of output classes.
         backbone: "resnet18" ... "resnet152" (paper: resnet101).
-        layer3_dilations: rates cycled over layer3's blocks (res4b; paper's best: 1, 2, 5, 9).
-        layer4_dilations: rates cycled over layer4's blocks (res5b; paper's best: 5, 9, 17).
-        duc_rates: dilation rates of the summed DUC convolutions ([1]: one plain 3x3 conv).
-        dropout: dropout on the backbone feature before the DUC layer.
+        layer3_dilations: rate of each layer3 (res4) block, cycled when shorter than the stage and
+            cut when longer (default: the released network's 23 rates, 2, 2, 5, 9, 1, 2, ...).
+        layer4_dilations: rate of each layer4 (res5) block, likewise (released: 5, 9, 17).
+        duc_rates: dilation rates of the summed DUC convolutions (released: 6, 12, 18, 24;
+            [1]: one plain 3x3 conv, a quarter of the head).
+        dropout: dropout on the backbone feature before the DUC layer (released: none).
         in_channels, pretrained, frozen_stages, norm_eval, frozen_bn: passed to the ResNet.
     """
 
@@ -60,10 +83,10 @@ class DUCHDC(SegmentationModel):
         self,
         num_classes: int,
         backbone: str = "resnet101",
-        layer3_dilations: Sequence[int] = (1, 2, 5, 9),
-        layer4_dilations: Sequence[int] = (5, 9, 17),
-        duc_rates: Sequence[int] = (1,),
-        dropout: float = 0.1,
+        layer3_dilations: Sequence[int] = RELEASED_LAYER3_DILATIONS,
+        layer4_dilations: Sequence[int] = RELEASED_LAYER4_DILATIONS,
+        duc_rates: Sequence[int] = RELEASED_DUC_RATES,
+        dropout: float = 0.0,
         in_channels: int = 3,
         pretrained: str | os.PathLike | None = None,
         frozen_stages: int = 0,

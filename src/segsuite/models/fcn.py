@@ -1,12 +1,24 @@
 """Fully Convolutional Networks (Long, Shelhamer & Darrell 2015): FCN-32s, FCN-16s, FCN-8s.
 
 VGG16 with fc6/fc7 recast as 7x7 and 1x1 convolutions (4096 channels, dropout 0.5), a 1x1 class
-scoring layer on fc7, and learned upsampling by transposed convolutions initialised to bilinear
-interpolation. FCN-16s adds a score layer on pool4 fused (summed) after a 2x upsampling; FCN-8s
-also adds pool3. The paper pads the input by 100 pixels and crops the skips by fixed offsets;
-here the base class pads the input to a multiple of 32, fc6 is padded by 3 so every map stays an
-exact 2x of the next, and the transposed convs are padded by half their stride, which centres
-each coarse pixel on the block of fine pixels it covers (the same as cropping by that offset).
+scoring layer on fc7, and upsampling by transposed convolutions set to bilinear interpolation.
+FCN-16s adds a score layer on pool4 fused (summed) after a 2x upsampling; FCN-8s also adds pool3.
+
+The defaults are the reference nets (shelhamer/fcn.berkeleyvision.org, `voc-fcn8s-atonce`):
+
+- The upsampling deconvolutions are bilinear and fixed (`lr_mult: 0` there): here their weights
+  are parameters with `requires_grad=False`, so the optimizer never sees them (no update, no weight
+  decay). `learnable_upsampling=True` trains them from the bilinear start instead.
+- The skips are trained all at once with pool4 scaled by 1e-2 and pool3 by 1e-4 before their score
+  layers (fixed `Scale` layers), which balances their magnitudes with fc7's. The paper's other
+  recipe trains in stages, FCN-32s -> 16s -> 8s, each initialised from the previous one, without
+  the scaling (`scale_skips=False`).
+- The score layers start at zero.
+
+The paper pads the input by 100 pixels and crops the skips by fixed offsets; here the base class
+pads the input to a multiple of 32, fc6 is padded by 3 so every map stays an exact 2x of the next,
+and the transposed convs are padded by half their stride, which centres each coarse pixel on the
+block of fine pixels it covers (the same as cropping by that offset).
 """
 
 from __future__ import annotations
@@ -32,13 +44,17 @@ def bilinear_kernel(channels: int, kernel_size: int) -> torch.Tensor:
     return weight
 
 
-def bilinear_upsampler(channels: int, factor: int) -> nn.ConvTranspose2d:
-    """Transposed conv (kernel 2f, stride f, padding f/2, no bias) initialised to bilinear x`factor`."""
+def bilinear_upsampler(channels: int, factor: int, learnable: bool = True) -> nn.ConvTranspose2d:
+    """Transposed conv (kernel 2f, stride f, padding f/2, no bias) set to bilinear x`factor`.
+
+    `learnable=False` freezes the weight (`requires_grad=False`): fixed bilinear interpolation.
+    """
     up = nn.ConvTranspose2d(
         channels, channels, 2 * factor, stride=factor, padding=factor // 2, bias=False
     )
     with torch.no_grad():
         up.weight.copy_(bilinear_kernel(channels, 2 * factor))
+    up.weight.requires_grad_(learnable)
     return up
 
 
@@ -53,8 +69,10 @@ class FCN(SegmentationModel):
         frozen_stages: leading VGG stages (0-5) whose parameters are frozen.
         dropout: dropout after fc6 and fc7 (paper: 0.5).
         zero_init_scores: zero-initialise the score layers, as the paper does.
-        scale_skips: scale pool4 by 1e-2 and pool3 by 1e-4 before scoring them (the paper's
-            "at-once" FCN-8s, which balances the skips' magnitudes with fc7's).
+        scale_skips: scale pool4 by 1e-2 and pool3 by 1e-4 before scoring them (the reference
+            "at-once" nets; default). False: unscaled skips, for the staged recipe.
+        learnable_upsampling: train the bilinear-initialised deconvolutions. False (default, the
+            reference nets): they stay fixed bilinear interpolation.
     """
 
     def __init__(
@@ -66,7 +84,8 @@ class FCN(SegmentationModel):
         frozen_stages: int = 0,
         dropout: float = 0.5,
         zero_init_scores: bool = True,
-        scale_skips: bool = False,
+        scale_skips: bool = True,
+        learnable_upsampling: bool = False,
     ) -> None:
         super().__init__(num_classes)
         if stride not in STRIDES:
@@ -86,14 +105,14 @@ class FCN(SegmentationModel):
         self.score_fr = nn.Conv2d(self.backbone.out_channels, num_classes, 1)
         scores = [self.score_fr]
         if stride <= 16:
-            self.upscore2 = bilinear_upsampler(num_classes, 2)
+            self.upscore2 = bilinear_upsampler(num_classes, 2, learnable_upsampling)
             self.score_pool4 = nn.Conv2d(self.backbone.stage_channels[3], num_classes, 1)
             scores.append(self.score_pool4)
         if stride == 8:
-            self.upscore_pool4 = bilinear_upsampler(num_classes, 2)
+            self.upscore_pool4 = bilinear_upsampler(num_classes, 2, learnable_upsampling)
             self.score_pool3 = nn.Conv2d(self.backbone.stage_channels[2], num_classes, 1)
             scores.append(self.score_pool3)
-        self.upscore = bilinear_upsampler(num_classes, stride)
+        self.upscore = bilinear_upsampler(num_classes, stride, learnable_upsampling)
         if zero_init_scores:
             for layer in scores:
                 nn.init.zeros_(layer.weight)

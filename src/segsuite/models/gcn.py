@@ -162,8 +162,8 @@ class GCN(SegmentationModel):
 
     Args:
         num_classes: number of output classes.
-        backbone: "resnet18" ... "resnet152" (paper: resnet50 in ablations, resnet152 for
-            the benchmarks).
+        backbone: "resnet18" ... "resnet152". Default resnet152: the paper's reported results
+            (PASCAL VOC 2012, Cityscapes) use ResNet-152; ResNet-50 is the lighter option.
         kernel_size: GCN kernel size k (paper: 15; odd).
         channels: width of the score maps; null uses num_classes as the paper does (a final 1x1
             classifier is added otherwise).
@@ -173,7 +173,7 @@ class GCN(SegmentationModel):
     def __init__(
         self,
         num_classes: int,
-        backbone: str = "resnet50",
+        backbone: str = "resnet152",
         kernel_size: int = 15,
         channels: int | None = None,
         in_channels: int = 3,

