@@ -101,8 +101,9 @@ def test_cache_key_tells_copies_at_different_roots_apart(tmp_path):
     from dataset_trees import build_camvid_tree
     from segsuite.data.datasets import CamVid
 
-    first = CamVid(build_camvid_tree(tmp_path / "a"), split="train")
-    second = CamVid(build_camvid_tree(tmp_path / "b"), split="train")
-    assert class_weights.cache_key(first, 11, "enet", 1.02) != class_weights.cache_key(second, 11, "enet", 1.02)
-    assert class_weights.cache_key(first, 11, "enet", 1.02) == class_weights.cache_key(
-        CamVid(tmp_path / "a" / "CamVid", split="train"), 11, "enet", 1.02)
+    names = [str(i) for i in range(11)]
+    first = CamVid(build_camvid_tree(tmp_path / "a"), split="train", class_names=names)
+    second = CamVid(build_camvid_tree(tmp_path / "b"), split="train", class_names=names)
+    key = class_weights.cache_key(first, 11, "enet", 1.02)
+    assert key != class_weights.cache_key(second, 11, "enet", 1.02)
+    assert key == class_weights.cache_key(CamVid(tmp_path / "a" / "CamVid", split="train", class_names=names), 11, "enet", 1.02)

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="where runs are written (default: outputs/reproduce/<name>/<time>)")
     parser.add_argument("--zoo-dir", type=Path, help="a folder of zoo entries (default: segsuite's conf/zoo)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the runs (e.g. trainer.max_epochs=1)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     log_dir = Path(os.environ.get("SEGSUITE_LOG_DIR", "outputs"))
     work = args.workdir or log_dir / "reproduce" / args.name / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     try:

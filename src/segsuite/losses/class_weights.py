@@ -77,15 +77,16 @@ def _auto_paths(node: Any, prefix: tuple = ()) -> list[tuple]:
 
 def mask_fingerprint(dataset: Any) -> str:
     """Short digest of the mask files' resolved paths, sizes and mtimes (`dataset.samples` of (image, mask)
-    pairs): two copies of a dataset at different roots, or edited masks, get different keys. '' without samples."""
+    pairs with a `mask` field): two copies of a dataset at different roots, or edited masks, get different keys. '' without samples."""
     samples = getattr(dataset, "samples", None)
     if not samples:
         return ""
     digest = hashlib.sha1()
     for sample in samples:
-        mask = Path(sample[-1]) if isinstance(sample, (tuple, list)) else None
+        mask = getattr(sample, "mask", None)
         if mask is None:
             return ""
+        mask = Path(mask)
         try:
             stat = mask.stat()
             digest.update(f"{mask.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
