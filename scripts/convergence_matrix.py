@@ -4,7 +4,7 @@
     python scripts/convergence_matrix.py losses   [--epochs 6] [--extra key=value ...]
     python scripts/convergence_matrix.py models   [--epochs 6] [--only unet,pspnet]
 
-The README's tables come from
+The tables in docs/results/builtin.md come from
     python scripts/convergence_matrix.py losses --epochs 4 --extra dataset.train.num_images=500
     python scripts/convergence_matrix.py models --epochs 8 --extra dataset.train.num_images=400 \
         dataset.image_size=[64,64] dataset.crop_size=[64,64] data.batch_size=4

@@ -25,7 +25,7 @@ PAPER_MIOU = 0.513   # Paszke et al. 2016, Table 4 (ENet, CamVid test, 360x480)
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not (CAMVID / "testannot").is_dir(),
-                       reason=f"real CamVid not found at {CAMVID}: set SEGSUITE_DATA_DIR (README: Datasets)"),
+                       reason=f"real CamVid not found at {CAMVID}: set SEGSUITE_DATA_DIR (docs/datasets.md)"),
 ]
 
 

@@ -54,7 +54,7 @@ def reproduce(name: str, data_root: str | None, retrain: bool, work: Path, extra
     data_root = data_root or default_data_root(entry)
     if not Path(data_root).is_dir():
         raise SystemExit(f"reproduce: dataset root {data_root} does not exist; pass --data-root <dir> or set "
-                         f"SEGSUITE_DATA_DIR (README: Datasets)")
+                         f"SEGSUITE_DATA_DIR (docs/datasets.md)")
     if retrain:
         train_dir = work / "train"
         run("train", [f"experiment={entry.experiment}", f"seed={entry.record.seed}", f"dataset.root={data_root}",

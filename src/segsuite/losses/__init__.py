@@ -2,7 +2,7 @@
 
 Losses that need ground-truth distance maps define `target_fn(mask) -> dict` (run in the
 dataloader workers; the batch then carries the maps as extras); losses whose weight follows
-training progress define `set_progress(step, max_steps)`. See the README, section "Losses".
+training progress define `set_progress(step, max_steps)`. See docs/losses.md.
 """
 
 from segsuite.losses.boundary import BoundaryLoss, HausdorffDTLoss

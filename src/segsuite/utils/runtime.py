@@ -17,7 +17,7 @@ def set_torch_threads(threads: int | None) -> None:
     """`torch.set_num_threads(threads)`; None keeps torch's default (one thread per core).
 
     On a CPU shared with dataloader workers or other jobs, fewer threads than cores avoid OpenMP
-    threads waiting at barriers for a descheduled sibling (see the README's Benchmark section).
+    threads waiting at barriers for a descheduled sibling (see docs/benchmarks.md).
     """
     if threads is None:
         return

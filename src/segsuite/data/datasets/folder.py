@@ -122,7 +122,7 @@ class FolderDataset(ImageMaskDataset):
             raise ValueError(f"FolderDataset: at most {IGNORE_INDEX} classes (255 is the ignore index)")
         self.mask_format = mask_format
         self.ignore_colours = [tuple(int(v) for v in c) for c in ignore_colours]
-        download = "your own data (see README.md, section 'Your own data')"
+        download = "your own data (see docs/datasets.md, section 'Your own data')"
         image_dir = dataio.require_dir(Path(image_dir), "folder", FOLDER_TREE, download)
         mask_dir = dataio.require_dir(Path(mask_dir), "folder", FOLDER_TREE, download)
         images = dataio.index_files(image_dir, image_suffix, recursive)
