@@ -24,7 +24,7 @@ def test_redirected_run_prints_progress_and_validation_lines(tmp_path):
     assert "\r" not in proc.stdout + proc.stderr   # no progress-bar redraws in the log
 
 
-def test_never_prints_nothing():
+def test_when_chooses_whether_to_print():
     stream = io.StringIO()
     callback = PlainProgress(when="never", stream=stream)
     assert not callback.enabled
