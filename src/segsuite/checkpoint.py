@@ -43,6 +43,24 @@ def run_config(ckpt: dict[str, Any]) -> DictConfig:
     return OmegaConf.create(ckpt["segsuite"]["config"])
 
 
+def load_net_weights(net: nn.Module, ckpt: dict[str, Any], model_cfg: DictConfig, source: str) -> None:
+    """Copy the checkpoint's network weights into `net` (built from `model_cfg`), strictly.
+
+    A checkpoint of another architecture or class count fails naming both and `source`.
+    """
+    stored = ckpt["segsuite"]["config"]["model"]
+    if stored.get("_target_") != model_cfg.get("_target_") or int(stored.get("num_classes")) != int(model_cfg.get("num_classes")):
+        raise ValueError(
+            f"{source} holds {describe(ckpt)}, but the run builds {model_cfg.get('_target_')} with "
+            f"{model_cfg.get('num_classes')} classes; start from a checkpoint of the same model and dataset"
+        )
+    state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{source}: its weights do not fit the configured model: {str(err).splitlines()[0]} ...") from err
+
+
 def build_net(ckpt: dict[str, Any], model_cfg: DictConfig | None = None) -> nn.Module:
     """Instantiate the checkpoint's architecture (pretrained download disabled) and load its weights.
 

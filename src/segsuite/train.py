@@ -25,6 +25,7 @@ from hydra.types import RunMode
 from hydra.utils import get_original_cwd, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from segsuite.checkpoint import load_checkpoint, load_net_weights
 from segsuite.losses.class_weights import has_auto_weights, resolve_auto_weights
 from segsuite.utils.config import check_required, print_config_tree, save_resolved
 from segsuite.utils.instantiate import close_loggers, instantiate_callbacks, instantiate_loggers
@@ -42,6 +43,8 @@ def build_components(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.Lightn
     """Instantiate the datamodule and the LightningModule described by `cfg`."""
     datamodule = instantiate(cfg.data, dataset=cfg.dataset, augmentation=cfg.augmentation, _recursive_=False)
     net = instantiate(cfg.model)
+    if cfg.get("init_from"):
+        load_net_weights(net, load_checkpoint(cfg.init_from), cfg.model, source=f"init_from={cfg.init_from}")
     loss_cfg = cfg.loss
     if has_auto_weights(loss_cfg):
         loss_cfg = resolve_auto_weights(
@@ -74,9 +77,9 @@ def build_components(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.Lightn
     return datamodule, module
 
 
-def _check_ckpt(path: str | None) -> None:
+def _check_ckpt(path: str | None, key: str = "ckpt_path") -> None:
     if path and not Path(path).is_file():
-        raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file")
+        raise FileNotFoundError(f"{key}={path}: no such checkpoint file")
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -84,6 +87,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_required(cfg)
     apply_runtime_settings(cfg)
     _check_ckpt(cfg.get("ckpt_path"))
+    _check_ckpt(cfg.get("init_from"), key="init_from")
     _group_sweep_runs(cfg)
     output_dir = Path(cfg.paths.output_dir)
     if (output_dir / "checkpoints").exists() and any((output_dir / "checkpoints").iterdir()):
