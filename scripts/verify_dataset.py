@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without install
-from segsuite.data.datasets.base import DatasetError, SegDataset, check_mask
+from segsuite.data.datasets.base import DatasetError, SegDataset
 from segsuite.utils.paths import config_dir
 
 SCRIPT_KEYS = {"split": "train", "workers": "0", "num": "8", "out": "", "seed": "0", "augment": "true"}
@@ -77,10 +77,7 @@ class _Scan(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         ds = self.dataset
         try:
-            image, mask, name = ds.load(index)
-            if image.shape[:2] != mask.shape[:2]:
-                raise DatasetError(f"{name}: image {image.shape[:2]} and mask {mask.shape[:2]} sizes differ")
-            check_mask(mask, ds.num_classes, name, ds.ignore_index)
+            image, mask, _ = ds.load_valid(index)  # the very checks training and data.verify=full make
         except DatasetError as err:
             return index, None, None, str(err)
         labels = np.where(mask == ds.ignore_index, ds.num_classes, mask)

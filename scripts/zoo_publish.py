@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -98,7 +99,10 @@ def main() -> None:
     parser.add_argument("--eval-run", type=Path, required=True, help="evaluate run on the entry's split, save_predictions=true")
     parser.add_argument("--tta-eval-run", type=Path, help="the same evaluation with test-time augmentation")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--train-time-s", type=float, required=True)
+    parser.add_argument("--train-time-s", type=float, nargs="+", required=True, help="one per stage")
+    parser.add_argument("--stages", nargs="+", help="the recipes that trained it in turn (each from the previous best)")
+    parser.add_argument("--stage-epochs", nargs="+", help="epochs of each stage")
+    parser.add_argument("--epoch-offset", type=int, default=0, help="epochs before the train run (earlier stages)")
     parser.add_argument("--machine", required=True)
     parser.add_argument("--commit", required=True)
     parser.add_argument("--data-dir", required=True, help="data dir prefix of the training machine (made relative)")
@@ -127,29 +131,43 @@ def main() -> None:
             "retrain": {"mIoU": [round(summary["mIoU"] - args.retrain_tolerance, 4),
                                  round(summary["mIoU"] + args.retrain_tolerance, 4)]},
         },
-        "command": f"python -m segsuite.train experiment={config['task_name']}",
+        "command": stage_commands(args.stages or [config["task_name"]]),
         "seed": int(config["seed"]), "epochs": int(config["trainer"]["max_epochs"]),
         "best_epoch": int(ckpt.get("epoch", -1)) + 1, "precision": str(config["trainer"]["precision"]),
         "parameters": int(sum(v.numel() for k, v in ckpt["state_dict"].items() if k.startswith("net.")
                               and v.is_floating_point() and "running_" not in k)),
-        "train_time_s": round(args.train_time_s), "machine": args.machine, "commit": args.commit,
+        "train_time_s": round(sum(args.train_time_s)), "machine": args.machine, "commit": args.commit,
     }
+    if args.stages:
+        record["stages"] = list(args.stages)
+        record["stage_train_time_s"] = [round(t) for t in args.train_time_s]
+        record["epochs"] = [int(e) for e in args.stage_epochs] if args.stage_epochs else record["epochs"]
     if args.tta_eval_run:
         tta = read_eval(args.tta_eval_run, args.split)
         record["tta_metrics"] = {"tta": json.loads((args.tta_eval_run / "metrics.json").read_text())["tta"],
                                  **{k: round(tta[k], 4) for k in SUMMARY}}
     entry_path = zoo_dir() / f"{args.name}.yaml"
-    header = (f"# Model-zoo entry written by scripts/zoo_publish.py: {record['command']} (seed {record['seed']}),\n"
+    header = (f"# Model-zoo entry written by scripts/zoo_publish.py (seed {record['seed']}): {record['command']}\n"
               f"# evaluated on the {args.split} split. Check it: python -m segsuite.reproduce {args.name}\n")
     entry_path.write_text(header + OmegaConf.to_yaml(OmegaConf.create(record)))
 
     figures = REPO / "docs" / "results" / args.name
     figures.mkdir(parents=True, exist_ok=True)
-    plot_learning_curve(epoch_rows(args.train_run), figures / "learning_curve.png", f"{args.name}: {record['command']}")
+    rows = [{**r, "epoch": r["epoch"] + args.epoch_offset} for r in epoch_rows(args.train_run)]
+    title = f"{args.name}: {record['command']}" if not args.stages else f"{args.name}, last stage: {args.stages[-1]}"
+    plot_learning_curve(rows, figures / "learning_curve.png", title)
     shutil.copyfile(args.eval_run / "confusion_matrix.png", figures / "confusion_matrix.png")
     sample_grid(args.eval_run, args.data_root, args.split, palette, args.samples, figures / "samples.png")
     write_tables(REPO / "docs" / "results" / f"{args.name}.md", record)
     print(f"wrote {entry_path}, {ckpt_out} ({ckpt_out.stat().st_size / 1e6:.2f} MB) and {figures}")
+
+
+def stage_commands(stages: list[str]) -> str:
+    """The training command(s): one per stage, each later stage starting from the previous stage's best."""
+    commands = [f"python -m segsuite.train experiment={stages[0]}"]
+    for previous, stage in itertools.pairwise(stages):
+        commands.append(f"python -m segsuite.train experiment={stage} init_from=<{previous} run>/checkpoints/best.ckpt")
+    return "; ".join(commands)
 
 
 def write_tables(page: Path, record: dict) -> None:

@@ -97,6 +97,8 @@ class SegmentationModule(pl.LightningModule):
         self.test_metrics = SegmentationMetrics(num_classes, ignore_index)
         self.val_miou_best = MaxMetric()
         self.val_miou_best.persistent(True)  # restored on resume, so "best so far" survives
+        # (epoch, scores) of the best validation so far: the epoch best.ckpt holds (kept in checkpoints)
+        self.best_val: tuple[int, dict[str, Any]] | None = None
         # Set by the entry point: the resolved run config, class names, palette and
         # normalisation, stored in every checkpoint so evaluate/predict need nothing else.
         self.run_info: dict[str, Any] | None = None
@@ -185,6 +187,8 @@ class SegmentationModule(pl.LightningModule):
             return
         miou = torch.tensor(scores["miou"], device=self.device)
         if not torch.isnan(miou):
+            if self.best_val is None or float(miou) > float(self.best_val[1]["miou"]):
+                self.best_val = (self.current_epoch, scores)  # as ModelCheckpoint: strictly better only
             self.val_miou_best.update(miou)
         self.log("val/mIoU_best", self.val_miou_best.compute(), prog_bar=True)
 
@@ -194,6 +198,12 @@ class SegmentationModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.run_info is not None:
             checkpoint["segsuite"] = self.run_info
+        if self.best_val is not None:
+            checkpoint["segsuite_best_val"] = {"epoch": self.best_val[0], "scores": self.best_val[1]}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        best = checkpoint.get("segsuite_best_val")
+        self.best_val = (int(best["epoch"]), best["scores"]) if best else None
 
     # -- optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:

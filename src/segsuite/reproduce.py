@@ -2,8 +2,9 @@
 
 Without `--retrain` it verifies the shipped checkpoint's sha256, evaluates it with
 `segsuite.evaluate` on the entry's split and checks every banded metric against `bands.evaluate`.
-With `--retrain` it first trains the entry's recipe (same experiment and seed) and checks the new
-best checkpoint against `bands.retrain`. It exits 1 naming each metric outside its band.
+With `--retrain` it first trains the entry's recipe (same experiment and seed; an entry with
+`stages` trains each stage from the previous stage's best weights) and checks the new best
+checkpoint against `bands.retrain`. It exits 1 naming each metric outside its band.
 """
 
 from __future__ import annotations
@@ -56,10 +57,13 @@ def reproduce(name: str, data_root: str | None, retrain: bool, work: Path, extra
         raise SystemExit(f"reproduce: dataset root {data_root} does not exist; pass --data-root <dir> or set "
                          f"SEGSUITE_DATA_DIR (docs/datasets.md)")
     if retrain:
-        train_dir = work / "train"
-        run("train", [f"experiment={entry.experiment}", f"seed={entry.record.seed}", f"dataset.root={data_root}",
-                      f"hydra.run.dir={train_dir}", "test=false", *extra])
-        ckpt, kind = train_dir / "checkpoints" / "best.ckpt", "retrain"
+        ckpt = None
+        for i, experiment in enumerate(entry.stages):  # each stage starts from the previous one's best weights
+            train_dir = work / (f"train_{i + 1}_{experiment}" if len(entry.stages) > 1 else "train")
+            run("train", [f"experiment={experiment}", f"seed={entry.record.seed}", f"dataset.root={data_root}",
+                          f"hydra.run.dir={train_dir}", "test=false", *([f"init_from={ckpt}"] if ckpt else []), *extra])
+            ckpt = train_dir / "checkpoints" / "best.ckpt"
+        kind = "retrain"
     else:
         verify_checkpoint(entry)
         ckpt, kind = entry.checkpoint, "evaluate"

@@ -14,6 +14,7 @@ import math
 import os
 import sys
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from segsuite.checkpoint import load_checkpoint, load_net_weights
 from segsuite.losses.class_weights import has_auto_weights, resolve_auto_weights
+from segsuite.preflight import check_config_values, load_resume_checkpoint, splits_used
 from segsuite.utils.config import check_required, print_config_tree, save_resolved
+from segsuite.utils.failures import report_failure
 from segsuite.utils.instantiate import close_loggers, instantiate_callbacks, instantiate_loggers
 from segsuite.utils.paths import config_dir
 from segsuite.utils.reporting import format_scores
@@ -39,16 +42,21 @@ register_resolvers()
 log = logging.getLogger("segsuite.train")
 
 
-def build_components(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
-    """Instantiate the datamodule and the LightningModule described by `cfg`."""
+def build_components(cfg: DictConfig, check: Sequence[str] = ()) -> tuple[pl.LightningDataModule, pl.LightningModule]:
+    """Instantiate the datamodule and the LightningModule described by `cfg`.
+
+    The splits named in `check` are built and their files checked first (`data.verify`), so bad
+    data fails (or is left out, `data.skip_bad`) before anything else reads it.
+    """
     datamodule = instantiate(cfg.data, dataset=cfg.dataset, augmentation=cfg.augmentation, _recursive_=False)
+    datamodule.check_splits(list(check))
     net = instantiate(cfg.model)
     if cfg.get("init_from"):
         load_net_weights(net, load_checkpoint(cfg.init_from), cfg.model, source=f"init_from={cfg.init_from}")
     loss_cfg = cfg.loss
     if has_auto_weights(loss_cfg):
         loss_cfg = resolve_auto_weights(
-            loss_cfg, datamodule.build_dataset("train"), Path(cfg.paths.data_dir) / ".segsuite_cache",
+            loss_cfg, datamodule.raw_dataset("train"), Path(cfg.paths.data_dir) / ".segsuite_cache",
             method=cfg.class_weights_method,
         )
     criterion = instantiate(loss_cfg)
@@ -83,10 +91,11 @@ def _check_ckpt(path: str | None, key: str = "ckpt_path") -> None:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit and test as configured; return all logged metrics (floats)."""
+    """Check, fit and test as configured; return all logged metrics (floats)."""
     check_required(cfg)
+    check_config_values(cfg)
     apply_runtime_settings(cfg)
-    _check_ckpt(cfg.get("ckpt_path"))
+    resumed = load_resume_checkpoint(cfg.ckpt_path, cfg) if cfg.get("ckpt_path") else None
     _check_ckpt(cfg.get("init_from"), key="init_from")
     _group_sweep_runs(cfg)
     output_dir = Path(cfg.paths.output_dir)
@@ -94,28 +103,32 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise FileExistsError(f"{output_dir} already holds checkpoints of another run; refusing to overwrite them")
     pl.seed_everything(cfg.seed, workers=True)
 
-    datamodule, module = build_components(cfg)
+    datamodule, module = build_components(cfg, check=splits_used(cfg))
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     run_facts = {"global_batch_size": int(cfg.data.batch_size) * int(trainer.accumulate_grad_batches),
-                 "world_size": trainer.world_size, "seed": cfg.seed}
-    module.run_info["run_facts"] = {**run_facts, "precision": str(trainer.precision),
-                                    "per_device_batch_size": int(cfg.data.batch_size) // max(trainer.world_size, 1)}
+                 "per_device_batch_size": int(cfg.data.batch_size) // max(trainer.world_size, 1),
+                 "world_size": trainer.world_size, "precision": str(trainer.precision), "seed": cfg.seed,
+                 "data_verify": str(cfg.data.get("verify", "off")), "skipped_bad_samples": dict(datamodule.skipped)}
+    if resumed:
+        run_facts["resumed_from"] = resumed
+        log.info("resuming the run in %s from %s (epoch %d, step %d); its records stay there unchanged",
+                 resumed["run_dir"], resumed["ckpt_path"], resumed["epoch"], resumed["global_step"])
+    module.run_info["run_facts"] = run_facts
     if trainer.is_global_zero:
         if cfg.get("print_config"):
             print_config_tree(cfg, save_to=output_dir / "config_tree.log")
         save_resolved(cfg, output_dir / "config.yaml")
         (output_dir / "run_facts.json").write_text(json.dumps(run_facts, indent=2))
     for logger in loggers:
-        logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "run": module.run_info["run_facts"]})
+        logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "run": run_facts})
 
     metrics: dict[str, Any] = {}
     if cfg.get("train"):
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         metrics.update(_floats(trainer.callback_metrics))
-        val_scores = getattr(module, "last_val_scores", None)
     if cfg.get("test"):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if not best:
@@ -125,8 +138,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     if trainer.is_global_zero:
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        if cfg.get("train") and val_scores is not None:
-            print(format_scores("Final validation metrics", val_scores, module.class_names))
+        if cfg.get("train") and module.best_val is not None:
+            epoch, scores = module.best_val
+            print(format_scores(f"Validation metrics of the best epoch ({epoch + 1}, checkpoint best.ckpt)", scores,
+                                module.class_names))
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         print(f"val/mIoU_best: {metrics.get('val/mIoU_best', float('nan')):.4f}")
         if best:
@@ -155,22 +170,27 @@ def _group_sweep_runs(cfg: DictConfig) -> None:
 
 
 def run_task(task, cfg: DictConfig) -> dict[str, Any] | None:
-    """Run `task(cfg)`; log failures with the output directory; always close loggers.
+    """Run `task(cfg)`; always close loggers.
 
-    A single run re-raises the failure. A job of a multirun (sweep) logs it, writes a `FAILED`
-    file with the traceback into its directory and returns None, so the other jobs still run.
+    A failing single run prints one short message (what, where, what to do) and exits with 1; the
+    traceback goes to `<run dir>/FAILED` (or, with `HYDRA_FULL_ERROR=1`, to the console). A run
+    that failed before writing a checkpoint leaves no run directory behind. A job of a multirun
+    (sweep) logs the failure, writes `FAILED` and returns None, so the other jobs still run.
     """
     try:
         with _job_scoped_distributed_env():
             return task(cfg)
-    except Exception:
-        output_dir = HydraConfig.get().runtime.output_dir
-        log.exception("run failed; its outputs are in %s", output_dir)
-        if not _in_multirun():
+    except Exception as err:
+        output_dir = Path(HydraConfig.get().runtime.output_dir)
+        if _in_multirun():
+            log.exception("run failed; its outputs are in %s", output_dir)
+            Path(output_dir, FAILURE_MARKER).write_text(traceback.format_exc())
+            print(f"job failed (sweep continues); traceback in {Path(output_dir, FAILURE_MARKER)}", file=sys.stderr)
+            return None
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        Path(output_dir, FAILURE_MARKER).write_text(traceback.format_exc())
-        print(f"job failed (sweep continues); traceback in {Path(output_dir, FAILURE_MARKER)}", file=sys.stderr)
-        return None
+        report_failure(err, output_dir, traceback.format_exc())
+        sys.exit(1)
     finally:
         close_loggers()
 

@@ -1,7 +1,8 @@
 """The model zoo: shipped checkpoints and the results they were recorded with.
 
 An entry is `conf/zoo/<name>.yaml` beside its checkpoint `conf/zoo/<name>.ckpt`. It names the
-recipe (`experiment`), the seed and the command that trained it, the metrics measured on the named
+recipe (`experiment`; `stages` when several recipes train it in turn, each from the previous
+one's best weights), the seed and the command that trained it, the metrics measured on the named
 split, the per-class scores, the machine and time of training, the checkpoint's sha256, and the
 bands a reproduction must fall in (`bands.evaluate` for the shipped checkpoint, `bands.retrain`
 for a fresh training run). `python -m segsuite.reproduce <name>` checks a copy of the data
@@ -45,6 +46,11 @@ class ZooEntry:
     @property
     def experiment(self) -> str:
         return str(self.record.experiment)
+
+    @property
+    def stages(self) -> list[str]:
+        """The recipes that train it, in order (each from the previous one's best weights); one for most."""
+        return [str(s) for s in self.record.get("stages") or [self.record.experiment]]
 
     def band(self, kind: str) -> dict[str, tuple[float, float]]:
         """`{metric: (low, high)}` for `kind` = evaluate | retrain."""

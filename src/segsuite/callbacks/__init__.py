@@ -2,8 +2,10 @@
 
 from segsuite.callbacks.confusion import ConfusionMatrixLogger
 from segsuite.callbacks.images import ValidationImageLogger
-from segsuite.callbacks.interrupt import StopAfterEpochs
+from segsuite.callbacks.interrupt import FailAtStep, StopAfterEpochs
 from segsuite.callbacks.iou_table import IoUTableLogger
 from segsuite.callbacks.progress import PlainProgress
+from segsuite.callbacks.resume import CheckpointOnFailure, StepSeed
 
-__all__ = ["ConfusionMatrixLogger", "IoUTableLogger", "PlainProgress", "StopAfterEpochs", "ValidationImageLogger"]
+__all__ = ["CheckpointOnFailure", "ConfusionMatrixLogger", "FailAtStep", "IoUTableLogger", "PlainProgress", "StepSeed", "StopAfterEpochs",
+           "ValidationImageLogger"]

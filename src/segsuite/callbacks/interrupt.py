@@ -1,4 +1,4 @@
-"""Stopping a run cleanly after a number of epochs (time-boxed jobs, preemption drills)."""
+"""Stopping or breaking a run on purpose: time-boxed jobs, preemption and crash drills."""
 
 from __future__ import annotations
 
@@ -20,3 +20,22 @@ class StopAfterEpochs(pl.Callback):
         self._done += 1
         if self._done >= self.epochs:
             trainer.should_stop = True
+
+
+class FailAtStep(pl.Callback):
+    """A crash drill: raise before training step `step` (global), as a crash or Ctrl-C would.
+
+    `kind="crash"` raises RuntimeError; `kind="interrupt"` raises KeyboardInterrupt (Ctrl-C).
+    """
+
+    def __init__(self, step: int, kind: str = "crash") -> None:
+        if kind not in ("crash", "interrupt"):
+            raise ValueError(f"FailAtStep(kind={kind!r}): expected 'crash' or 'interrupt'")
+        self.step = step
+        self.kind = kind
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            if self.kind == "interrupt":
+                raise KeyboardInterrupt
+            raise RuntimeError(f"crash drill at step {self.step}")

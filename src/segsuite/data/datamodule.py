@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from torch.utils.data import DataLoader
 from segsuite.data.datasets.base import DatasetError, SegDataset
 from segsuite.data.samplers import SeededTrainSampler, ShardedEvalSampler
 from segsuite.data.transforms import DeviceNormalize, build_pipeline, split_off_normalize
+from segsuite.data.verify import VerifyReport, bad_files_error, split_is_empty_error, verify_split
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,20 @@ def auto_num_workers(processes_per_node: int, cores: int | None = None, most: in
     return max(1, min(most, share - 1))
 
 
+def batches_done_in_resumed_epoch(trainer: pl.Trainer | None) -> int:
+    """Training batches of the current epoch that a checkpoint being resumed had already run (0 when
+    the run is not resuming, or resumes at an epoch boundary).
+
+    Lightning restores its loop counters before it asks for the training dataloader; it then runs
+    only the epoch's remaining batches, but from a fresh iterator. `SeededTrainSampler` therefore
+    starts the resumed epoch where the checkpoint left it.
+    """
+    if trainer is None or not trainer.fit_loop.restarting:
+        return 0
+    progress = trainer.fit_loop.epoch_loop.batch_progress.current
+    return int(progress.processed)
+
+
 class SegDataModule(pl.LightningDataModule):
     """A LightningDataModule generic over dataset configs.
 
@@ -86,7 +102,11 @@ class SegDataModule(pl.LightningDataModule):
         pin_memory: pin host memory for faster copies to a GPU; None: on when CUDA is available.
         persistent_workers: keep workers alive between epochs (ignored without workers).
         seed: seed of the training order and augmentations.
-        skip_bad: passed to every dataset: skip unreadable/bad samples with a warning.
+        skip_bad: passed to every dataset: skip unreadable/bad samples with a warning; files that
+            fail the check before training (`verify`) are left out of their split and counted.
+        verify: how `check_splits` checks each split's files before training: full | quick | off
+            (`segsuite.data.verify`).
+        cache_dir: where passed checks are remembered (by path, size and mtime); None: nowhere.
         normalize_on_device: move the pipelines' final `albumentations.Normalize` onto the device:
             workers ship uint8 images and masks (4x and 8x fewer bytes, no float conversion in
             the worker), and `on_after_batch_transfer` applies the same normalisation to the batch.
@@ -105,6 +125,8 @@ class SegDataModule(pl.LightningDataModule):
         seed: int = 0,
         skip_bad: bool = False,
         normalize_on_device: bool = True,
+        verify: str = "full",
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.dataset_cfg = dataset
@@ -122,6 +144,9 @@ class SegDataModule(pl.LightningDataModule):
         self.seed = seed
         self.skip_bad = skip_bad
         self.normalize_on_device = normalize_on_device
+        self.verify = verify
+        self.cache_dir = cache_dir
+        self.skipped: dict[str, int] = {}  # split -> samples left out by the check (skip_bad)
         # The normalisation moved out of the pipelines (None: the workers normalise).
         self.device_normalize: DeviceNormalize | None = None
         # Extra per-pixel targets a loss asks for (e.g. distance maps), computed in the workers.
@@ -151,6 +176,42 @@ class SegDataModule(pl.LightningDataModule):
                 pipeline, moved = self._pipeline("train" if split == "train" else "val")
                 self.datasets[split] = self.build_dataset(split, build_pipeline(pipeline), uint8_output=moved)
                 log.info("%s split: %d images", split, len(self.datasets[split]))
+
+    def where(self, split: str) -> str:
+        """Where `split` is read from, as its config says (for messages)."""
+        node = self.dataset_cfg.get(split) or {}
+        found = {k: node[k] for k in node if k != "_target_" and any(t in k for t in ("root", "split", "list", "dir"))}
+        described = ", ".join(f"{k}={v}" for k, v in found.items())
+        return f"dataset.{split} ({node.get('_target_', '?')}{': ' + described if described else ''})"
+
+    def check_splits(self, splits: list[str], workers: int | None = None) -> dict[str, VerifyReport]:
+        """Build `splits` and check their files before training (`verify`); raise on an empty split
+        or a bad file (with `skip_bad`, leave bad files out instead and count them in `skipped`)."""
+        stages = {"train": "fit", "val": "fit", "test": "test"}
+        reports = {}
+        for split in splits:
+            self.setup(stages[split])
+            dataset = self.datasets[split]
+            if len(dataset) == 0:
+                raise split_is_empty_error(split, self.where(split))
+            report = verify_split(dataset, split, self.verify, Path(self.cache_dir) if self.cache_dir else None,
+                                  workers=workers or usable_cores())
+            if report.bad and not self.skip_bad:
+                raise bad_files_error(report)
+            if report.bad:
+                bad = set(report.bad_indices)
+                dataset.samples = [s for i, s in enumerate(dataset.samples) if i not in bad]
+                self.skipped[split] = len(bad)
+                log.warning("%s split: left out %d bad sample(s) of %d (data.skip_bad=true):\n  %s", split,
+                            len(bad), report.total, "\n  ".join(report.bad))
+                if len(dataset) == 0:
+                    raise split_is_empty_error(split, self.where(split) + " after leaving out its bad files")
+            if report.checked or report.cached:
+                log.info("%s split: %d samples checked (data.verify=%s): %d decoded in %.1f s, %d unchanged since "
+                         "an earlier check, %d bad", split, report.total, report.mode, report.checked,
+                         report.seconds, report.cached, len(report.bad))
+            reports[split] = report
+        return reports
 
     def _pipeline(self, name: str) -> tuple[DictConfig, bool]:
         """`augmentation.<name>`, without its final Normalize if that moves onto the device."""
@@ -240,11 +301,25 @@ class SegDataModule(pl.LightningDataModule):
             collate_fn=functools.partial(collate, ignore_index=int(self.dataset_cfg.get("ignore_index", 255))), drop_last=split == "train",
         )
 
+    def raw_dataset(self, split: str) -> SegDataset:
+        """`split` without transforms (uint8 images, int64 masks), holding the samples `check_splits` kept."""
+        dataset = self.build_dataset(split)
+        checked = self.datasets.get(split)
+        if checked is not None and hasattr(checked, "samples") and hasattr(dataset, "samples"):
+            dataset.samples = list(checked.samples)
+        return dataset
+
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
         world, rank = self._world()
+        batch = self.per_device_batch(self.batch_size)
         sampler = SeededTrainSampler(len(self.datasets["train"]), seed=self.seed, num_replicas=world, rank=rank)
-        return self._loader("train", self.per_device_batch(self.batch_size), sampler)
+        done = batches_done_in_resumed_epoch(self.trainer)
+        if done:
+            # a checkpoint written mid-epoch: the uninterrupted run goes on with the epoch's next batch
+            sampler.start_next_epoch_at(done * batch)
+            log.info("resuming mid-epoch: epoch %d continues at its batch %d", self.trainer.current_epoch, done)
+        return self._loader("train", batch, sampler)
 
     def _eval_loader(self, split: str) -> DataLoader:
         self.setup("validate" if split == "val" else "test")

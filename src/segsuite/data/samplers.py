@@ -26,6 +26,12 @@ class SeededTrainSampler(Sampler[tuple[int, int]]):
         self.rank = rank
         self.shuffle = shuffle
         self.epoch = 0
+        self._start = 0
+
+    def start_next_epoch_at(self, position: int) -> None:
+        """Begin the next iteration at `position` of this rank's share of the epoch (a resumed epoch
+        continues with the samples the interrupted run had not reached); later epochs start at 0."""
+        self._start = position
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of each epoch."""
@@ -40,7 +46,8 @@ class SeededTrainSampler(Sampler[tuple[int, int]]):
         order = torch.randperm(self.num_samples, generator=g) if self.shuffle else torch.arange(self.num_samples)
         sample_seeds = torch.randint(0, 2**31 - 1, (self.num_samples,), generator=g)
         usable = len(self) * self.num_replicas
-        for position in range(self.rank, usable, self.num_replicas):
+        start, self._start = self._start, 0
+        for position in range(self.rank + start * self.num_replicas, usable, self.num_replicas):
             yield int(order[position]), int(sample_seeds[position])
 
 

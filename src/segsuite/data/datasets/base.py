@@ -106,6 +106,13 @@ class SegDataset(Dataset):
         """Return (image uint8 [H,W,3] RGB, mask int64 [H,W] train ids, name)."""
         raise NotImplementedError
 
+    def load_valid(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """`load` plus the size and label checks; raises `DatasetError` naming the file."""
+        image, mask, name = self.load(index)
+        check_sizes(image, mask, name)
+        check_mask(mask, self.num_classes, name, self.ignore_index)
+        return image, mask, name
+
     def load_checked(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         """`load` plus size and label checks; honours `skip_bad`."""
         n = len(self)
@@ -114,10 +121,7 @@ class SegDataset(Dataset):
             if i in self.bad_items:
                 continue
             try:
-                image, mask, name = self.load(i)
-                check_sizes(image, mask, name)
-                check_mask(mask, self.num_classes, name, self.ignore_index)
-                return image, mask, name
+                return self.load_valid(i)
             except DatasetError as err:
                 if not self.skip_bad:
                     raise
