@@ -58,9 +58,9 @@ REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]  # run from a checkout; tests/ has the tree builders
 
+from segsuite.catalog import model_config
 from segsuite.losses import CrossEntropyLoss
 from segsuite.metrics import SegmentationMetrics, confusion_matrix, scores_to_labels
-from segsuite.models.catalog import model_config
 from segsuite.utils.runtime import apply_runtime_settings
 
 ARCHITECTURES = ["deeplabv3plus", "pspnet", "upernet", "gcn", "duc_hdc", "fcn8s", "segnet", "enet", "unet"]

@@ -19,6 +19,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from segsuite.catalog import group_config
 from segsuite.losses.class_weights import METHODS, resolve_auto_weights
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -37,10 +38,11 @@ def main(argv: list[str] | None = None) -> list[float]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     path = args.conf_dir / "dataset" / f"{args.dataset}.yaml"
-    if not path.exists():
-        available = sorted(p.stem for p in (args.conf_dir / "dataset").glob("*.yaml"))
-        sys.exit(f"{path} does not exist; choose a dataset from {available}")
-    cfg = OmegaConf.merge({"dataset": OmegaConf.load(path)}, OmegaConf.from_dotlist(args.overrides))
+    try:
+        dataset_cfg = group_config("dataset", args.dataset, args.conf_dir)
+    except FileNotFoundError as err:
+        sys.exit(str(err))
+    cfg = OmegaConf.merge({"dataset": dataset_cfg}, OmegaConf.from_dotlist(args.overrides))
     if args.split not in cfg.dataset or cfg.dataset[args.split] is None:
         sys.exit(f"{path} has no '{args.split}' split")
     dataset = instantiate(cfg.dataset[args.split], transform=None)

@@ -25,7 +25,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
-from segsuite.models.catalog import model_config, model_dir, model_names
+from segsuite.catalog import model_config, model_dir, model_names
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger(__name__)

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 import dataset_trees as trees
+from segsuite.catalog import group_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -20,8 +21,8 @@ IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 def compose(name: str, data_dir: Path, overrides: list[str] = ()) -> OmegaConf:
     """{paths, dataset, augmentation} as Hydra would compose them (hand-made `paths`)."""
     cfg = OmegaConf.create({"paths": {"data_dir": str(data_dir)},
-                            "dataset": OmegaConf.load(CONF / "dataset" / f"{name}.yaml"),
-                            "augmentation": OmegaConf.load(CONF / "augmentation" / "default.yaml")})
+                            "dataset": group_config("dataset", name, CONF),
+                            "augmentation": group_config("augmentation", "default", CONF)})
     return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
 
 
@@ -305,7 +306,7 @@ def test_crop_sizes():
                 "cityscapes_coarse": [512, 1024], "ade20k": [512, 512], "cocostuff164k": [512, 512],
                 "cocostuff10k": [512, 512]}
     for name, crop in expected.items():
-        assert list(OmegaConf.load(CONF / "dataset" / f"{name}.yaml").crop_size) == crop, name
+        assert list(group_config("dataset", name, CONF).crop_size) == crop, name
 
 
 def test_item_contract_with_val_pipeline(tmp_path):

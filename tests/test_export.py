@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from runs import run_module
+from segsuite.catalog import model_config, model_names
 from segsuite.checkpoint import build_net, load_checkpoint
 from segsuite.export import (
     ExportableAdaptiveAvgPool2d,
@@ -29,7 +30,6 @@ from segsuite.export import (
     exported_runner,
     onnx_pool_index_outputs,
 )
-from segsuite.models.catalog import model_config, model_names
 from segsuite.utils.paths import config_dir
 
 MODEL_NAMES = model_names()

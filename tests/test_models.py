@@ -18,7 +18,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from segsuite.models.catalog import model_config, model_names
+from segsuite.catalog import model_config, model_names
 
 MODEL_NAMES = model_names()
 NUM_CLASSES = 5
@@ -201,7 +201,7 @@ def test_every_model_config_is_covered():
 
 
 def test_model_configs_compose_as_hydra_composes_them():
-    """`segsuite.models.catalog.model_config` (used by these tests and the scripts) gives what
+    """`segsuite.catalog.model_config` (used by these tests and the scripts) gives what
     `model=<name>` gives in a Hydra run, `defaults:` lists included; the quick start trains the
     slim U-Net, which is `unet` at width 16 with BatchNorm."""
     from hydra import compose, initialize_config_dir

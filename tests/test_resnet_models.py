@@ -19,9 +19,9 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from segsuite.catalog import model_config
 from segsuite.models.backbones.resnet import ResNet, adapt_first_conv, resnet
 from segsuite.models.blocks import PooledConvBNReLU
-from segsuite.models.catalog import model_config
 from segsuite.models.deeplabv3plus import DeepLabV3Plus
 from segsuite.models.duc_hdc import DUCHDC, DenseUpsamplingConv
 from segsuite.models.gcn import GCN, GlobalConvBlock, RowConv2d

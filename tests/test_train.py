@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from runs import TINY, assert_resume_equals_uninterrupted, metrics, run_module, train, val_rows
 
@@ -13,7 +14,7 @@ from runs import TINY, assert_resume_equals_uninterrupted, metrics, run_module, 
 def test_default_train_writes_run_dir_checkpoints_and_metrics(tmp_path):
     run = tmp_path / "run"
     proc = train(run)
-    assert "run directory:" in proc.stdout and "Final validation metrics" in proc.stdout
+    assert "run directory:" in proc.stdout and "Validation metrics of the best epoch" in proc.stdout
     assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     assert (run / "config.yaml").is_file()
     m = metrics(run)
@@ -22,7 +23,9 @@ def test_default_train_writes_run_dir_checkpoints_and_metrics(tmp_path):
         assert key in m, key
     assert 0.0 <= m["val/mIoU"] <= 1.0
     facts = json.loads((run / "run_facts.json").read_text())
-    assert facts == {"global_batch_size": 4, "world_size": 1, "seed": 42}
+    precision = OmegaConf.load(run / "config.yaml").trainer.precision  # hardware-dependent default, resolved
+    assert facts == {"global_batch_size": 4, "per_device_batch_size": 4, "world_size": 1, "precision": str(precision),
+                     "seed": 42, "data_verify": "full", "skipped_bad_samples": {}}
     rows = val_rows(run)
     assert len(rows) == 2
     assert float(rows[-1]["val/mIoU_best"]) == pytest.approx(max(float(r["val/mIoU"]) for r in rows))

@@ -315,11 +315,20 @@ class SegDataModule(pl.LightningDataModule):
         batch = self.per_device_batch(self.batch_size)
         sampler = SeededTrainSampler(len(self.datasets["train"]), seed=self.seed, num_replicas=world, rank=rank)
         done = batches_done_in_resumed_epoch(self.trainer)
-        if done:
+        if 0 < done < self._batches_per_epoch(len(sampler) // batch):
             # a checkpoint written mid-epoch: the uninterrupted run goes on with the epoch's next batch
             sampler.start_next_epoch_at(done * batch)
             log.info("resuming mid-epoch: epoch %d continues at its batch %d", self.trainer.current_epoch, done)
         return self._loader("train", batch, sampler)
+
+    def _batches_per_epoch(self, full: int) -> int:
+        """Training batches per epoch: `full`, or fewer under `trainer.limit_train_batches`."""
+        limit = getattr(self.trainer, "limit_train_batches", None)
+        if isinstance(limit, int) and not isinstance(limit, bool):
+            return min(full, limit)
+        if isinstance(limit, float) and limit < 1.0:
+            return int(full * limit)
+        return full
 
     def _eval_loader(self, split: str) -> DataLoader:
         self.setup("validate" if split == "val" else "test")
