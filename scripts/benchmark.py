@@ -5,7 +5,8 @@
     python scripts/benchmark.py --crop cpu           # every model at 128x128 (2-core CPU: ~4 min)
     python scripts/benchmark.py --quick              # tiny smoke run (seconds)
     python scripts/benchmark.py --models pspnet unet --compile
-    python scripts/benchmark.py --sections models --compile --memory-formats channels_last  # compiled vs eager, the default format
+    # compiled vs eager, the default format:
+    python scripts/benchmark.py --sections models --compile --memory-formats channels_last
     make bench ARGS="--quick"
 
 Sections (`--sections`, default all):
@@ -210,7 +211,8 @@ def build_model(name: str, num_classes: int, backbone: str | None) -> torch.nn.M
     return instantiate(cfg.model)
 
 
-def total_loss(criterion: torch.nn.Module, out, target: torch.Tensor, aux_weight: float = 0.4, **extras) -> torch.Tensor:
+def total_loss(criterion: torch.nn.Module, out, target: torch.Tensor, aux_weight: float = 0.4,
+               **extras) -> torch.Tensor:
     """Main loss plus `aux_weight` x each auxiliary head's loss (as `SegmentationModule` does)."""
     logits, aux = out if isinstance(out, (tuple, list)) else (out, [])
     loss = criterion(logits, target, **extras)
@@ -241,7 +243,8 @@ def bench_model(name: str, args, peak: dict[str, float], device: torch.device) -
     x, y = model_inputs(args.batch, crop, args.num_classes, device)
     row: dict[str, Any] = {
         "model": name, "crop": list(crop), "batch": args.batch,
-        "backbone": getattr(model, "backbone_name", None) or (args.backbone or model_config(name, CONF).get("backbone")),
+        "backbone": (getattr(model, "backbone_name", None)
+                     or (args.backbone or model_config(name, CONF).get("backbone"))),
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
     }
     model.eval()
@@ -312,7 +315,8 @@ def bench_variant(model, criterion, x, y, precision: str, channels_last: bool, c
         "train_gflops_s": train_ips * row["gflops_train"], "infer_gflops_s": infer_ips * row["gflops_infer"],
         "train_peak": train_ips * row["gflops_train"] / peak[precision],
         "infer_peak": infer_ips * row["gflops_infer"] / peak[precision],
-        "train_mem_mib": mem_train["peak_mib"], "infer_mem_mib": mem_infer["peak_mib"], "mem_method": mem_train["method"],
+        "train_mem_mib": mem_train["peak_mib"], "infer_mem_mib": mem_infer["peak_mib"],
+        "mem_method": mem_train["method"],
     }
 
 
@@ -368,7 +372,8 @@ def bench_dataset(name: str, overrides: list[str], size: tuple[int, int], workdi
         return lambda i: collate([dataset[((i + k) % count, i * batch + k)] for k in range(batch)])
 
     rates = best_interleaved_rates(
-        {"decode": (lambda i: raw[i], 1), "pipeline": (loader(shipped), batch), "worker_norm": (loader(in_worker), batch)},
+        {"decode": (lambda i: raw[i], 1), "pipeline": (loader(shipped), batch),
+         "worker_norm": (loader(in_worker), batch)},
         count, args.data_seconds, args.data_rounds)
     decode, pipeline, pipeline_worker_norm = rates["decode"], rates["pipeline"], rates["worker_norm"]
     images = loader(shipped)(0)["image"]
@@ -472,7 +477,8 @@ def bench_losses(args, device: torch.device) -> dict[str, Any]:
 
 
 # -- metrics ------------------------------------------------------------------------------------------
-def confusion_matrix_reference(preds: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
+def confusion_matrix_reference(preds: torch.Tensor, target: torch.Tensor, num_classes: int,
+                               ignore_index: int) -> torch.Tensor:
     """The boolean-indexing formulation (compacts valid pixels, then bincount), for comparison."""
     valid = (target != ignore_index) & (target >= 0) & (target < num_classes)
     index = target[valid] * num_classes + preds[valid]
@@ -630,8 +636,8 @@ def _bench_loop(args, device: torch.device, workdir: Path) -> dict[str, Any]:
     loop_best_ips = batch_size / float(gaps.min())
     bare_ips = batch_size / float(np.median(bare))
     out = {"model": args.ref_model, "crop": [crop, crop], "batch": batch_size, "precision": str(cfg.trainer.precision),
-           "channels_last": bool(module.channels_last), "num_workers": datamodule.num_workers, "batches_timed": len(gaps),
-           "loop_ips": loop_ips, "loop_best_ips": loop_best_ips, "bare_ips": bare_ips,
+           "channels_last": bool(module.channels_last), "num_workers": datamodule.num_workers,
+           "batches_timed": len(gaps), "loop_ips": loop_ips, "loop_best_ips": loop_best_ips, "bare_ips": bare_ips,
            "bare_best_ips": batch_size / min(bare), "ratio": loop_ips / bare_ips,
            "ratio_best": loop_best_ips / (batch_size / min(bare))}
     print(f"  Lightning loop {loop_ips:.2f} img/s (median batch; best {loop_best_ips:.2f}) vs bare step "
@@ -646,7 +652,8 @@ def bench_slide(args, device: torch.device) -> dict[str, Any]:
 
     (img_h, img_w), (win_h, win_w) = args.slide_image, args.slide_window
     torch.manual_seed(0)
-    model = build_model(args.slide_model, args.num_classes, None).to(device).eval().to(memory_format=torch.channels_last)
+    model = (build_model(args.slide_model, args.num_classes, None).to(device).eval()
+             .to(memory_format=torch.channels_last))
     image = torch.randn(1, 3, img_h, img_w, device=device)
     inferencer = Inferencer(mode="slide", crop_size=(win_h, win_w), window_batch=args.window_batch)
     boxes = [(y, x) for y in window_starts(img_h, win_h, inferencer.stride[0])
@@ -672,9 +679,9 @@ def bench_slide(args, device: torch.device) -> dict[str, Any]:
     for _ in range(max(min(args.iters, 3), 1)):  # interleaved rounds: load changes hit both alike
         slide_s = min(slide_s, best_time(slide, 0, 1, device))
         whole_s = min(whole_s, best_time(whole, 0, 1, device))
-    out = {"model": args.slide_model, "image": [img_h, img_w], "window": [win_h, win_w], "stride": list(inferencer.stride),
-           "windows": len(boxes), "window_batch": args.window_batch, "slide_ms": slide_s * 1e3,
-           "whole_windows_ms": whole_s * 1e3, "ratio": slide_s / whole_s}
+    out = {"model": args.slide_model, "image": [img_h, img_w], "window": [win_h, win_w],
+           "stride": list(inferencer.stride), "windows": len(boxes), "window_batch": args.window_batch,
+           "slide_ms": slide_s * 1e3, "whole_windows_ms": whole_s * 1e3, "ratio": slide_s / whole_s}
     print(f"  slide {out['slide_ms']:.0f} ms vs {len(boxes)} whole-window forwards {out['whole_windows_ms']:.0f} ms: "
           f"{out['ratio']:.2f}x", flush=True)
     return out
@@ -699,10 +706,12 @@ def target_rows(results: dict[str, Any]) -> list[tuple[str, str, str, bool | Non
             v = default_variant(row, precision)
             if v is not None:
                 rows.append((f"{row['model']} train step {precision} (channels_last) >= {TARGETS[key]:.0%} of peak",
-                             f"{v['train_gflops_s']:.0f} GFLOP/s", f"{v['train_peak']:.0%}", v["train_peak"] >= TARGETS[key]))
+                             f"{v['train_gflops_s']:.0f} GFLOP/s", f"{v['train_peak']:.0%}",
+                             v["train_peak"] >= TARGETS[key]))
     if "loop" in results:
         r = results["loop"]
-        rows.append((f"Lightning loop >= {TARGETS['loop']:.0%} of bare step", f"{r['loop_ips']:.2f} vs {r['bare_ips']:.2f} img/s",
+        rows.append((f"Lightning loop >= {TARGETS['loop']:.0%} of bare step",
+                     f"{r['loop_ips']:.2f} vs {r['bare_ips']:.2f} img/s",
                      f"{r['ratio']:.0%}", r["ratio"] >= TARGETS["loop"]))
     for r in results.get("losses", {}).get("rows", []):
         if r["loss"] in DISTANCE_LOSSES and r["step_ratio"] is not None:
@@ -718,7 +727,8 @@ def target_rows(results: dict[str, Any]) -> list[tuple[str, str, str, bool | Non
                      f"{r['ratio']:.2f}x", r["ratio"] <= TARGETS["slide"]))
     for r in results.get("data", []):
         rows.append((f"{r['dataset']} pipeline >= {TARGETS['data']:.0%} of decode (per worker)",
-                     f"{r['pipeline_ips']:.1f} vs {r['decode_ips']:.1f} img/s", f"{r['ratio']:.0%}", r["ratio"] >= TARGETS["data"]))
+                     f"{r['pipeline_ips']:.1f} vs {r['decode_ips']:.1f} img/s", f"{r['ratio']:.0%}",
+                     r["ratio"] >= TARGETS["data"]))
     return rows
 
 
@@ -731,10 +741,12 @@ def markdown(results: dict[str, Any]) -> str:
     if "peak" in results:
         p = results["peak"]
         paths = p.get("paths", {})
-        by_path = "; ".join(f"{prec}: `a @ b` {paths['matmul'][prec]:.0f}, 1×1 convolution {paths['conv1x1'][prec]:.0f}"
+        by_path = "; ".join(f"{prec}: `a @ b` {paths['matmul'][prec]:.0f}, "
+                            f"1×1 convolution {paths['conv1x1'][prec]:.0f}"
                             for prec in ("fp32", "bf16")) if paths else ""
-        lines += [(f"Measured peak GEMM ({results['settings']['peak_size']}³, the faster of `a @ b` and the same product "
-                   f"as a 1×1 convolution): **{p['fp32']:.0f} GFLOP/s fp32**, **{p['bf16']:.0f} GFLOP/s bf16**"
+        lines += [(f"Measured peak GEMM ({results['settings']['peak_size']}³, the faster of `a @ b` "
+                   f"and the same product as a 1×1 convolution): "
+                   f"**{p['fp32']:.0f} GFLOP/s fp32**, **{p['bf16']:.0f} GFLOP/s bf16**"
                    + (f" ({by_path})." if by_path else ".")), ""]
     targets = target_rows(results)
     if targets:
@@ -744,21 +756,25 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("models"):
         s = results["settings"]
         lines += [(f"Models: batch {s['batch']}, crop {s['crop_desc']}, {s['num_classes']} classes, fused-SGD step, "
-                  f"best of {s['iters']} after {s['warmup']} warm-up; % peak is against the peak GEMM measured again right "
-                  "before each model (load drifts on a shared machine). GFLOPs count multiply-adds as 2 FLOPs "
+                  f"best of {s['iters']} after {s['warmup']} warm-up; % peak is against the peak GEMM measured again "
+                  "right before each model (load drifts on a shared machine). "
+                  "GFLOPs count multiply-adds as 2 FLOPs "
                   "(torch.utils.flop_counter); train = forward + backward per image. Memory: "
                   f"{results['models'][0]['variants'][0]['mem_method']}, MiB."), "",
-                  ("| model | backbone | crop | params (M) | GFLOPs/img fwd | GFLOPs/img train | precision | channels_last | compile "
-                  "| peak GFLOP/s | train img/s | train % peak | infer img/s | infer % peak | train mem | infer mem |"),
+                  ("| model | backbone | crop | params (M) | GFLOPs/img fwd | GFLOPs/img train | precision "
+                  "| channels_last | compile | peak GFLOP/s | train img/s | train % peak | infer img/s "
+                  "| infer % peak | train mem | infer mem |"),
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in results["models"]:
             for v in row["variants"]:
-                measured = (f"{v['train_ips']:.2f} | {v['train_peak']:.0%} | {v['infer_ips']:.2f} | {v['infer_peak']:.0%} "
+                measured = (f"{v['train_ips']:.2f} | {v['train_peak']:.0%} | {v['infer_ips']:.2f} "
+                            f"| {v['infer_peak']:.0%} "
                             f"| {v['train_mem_mib']:.0f} | {v['infer_mem_mib']:.0f}") if "error" not in v else \
                     f"failed: {v['error'].replace('|', '/')} | - | - | - | - | -"
                 lines.append(
-                    f"| {row['model']} | {row['backbone'] or '-'} | {row['crop'][0]}×{row['crop'][1]} | {row['params_m']:.1f} "
-                    f"| {row['gflops_infer']:.1f} | {row['gflops_train']:.1f} | {v['precision']} | {'yes' if v['channels_last'] else 'no'} "
+                    f"| {row['model']} | {row['backbone'] or '-'} | {row['crop'][0]}×{row['crop'][1]} "
+                    f"| {row['params_m']:.1f} | {row['gflops_infer']:.1f} | {row['gflops_train']:.1f} "
+                    f"| {v['precision']} | {'yes' if v['channels_last'] else 'no'} "
                     f"| {'yes' if v['compile'] else 'no'} | {row['peak'][v['precision']]:.0f} | {measured} |")
         lines.append("")
     if results.get("data"):
@@ -767,23 +783,26 @@ def markdown(results: dict[str, Any]) -> str:
                   "Shipped: decode + augment + uint8 tensors + collate, normalised on the device after the transfer "
                   "(its cost per image there in the next column, here on the CPU). Last two columns: the worker "
                   "normalises and ships float32 (`data.normalize_on_device=false`)."), "",
-                  ("| dataset | image H×W | crop H×W | decode only | shipped pipeline | ratio | device normalise ms/img "
-                  "| worker-normalised pipeline | ratio |"),
+                  ("| dataset | image H×W | crop H×W | decode only | shipped pipeline | ratio "
+                  "| device normalise ms/img | worker-normalised pipeline | ratio |"),
                   "|---|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['dataset']} | {r['image'][0]}×{r['image'][1]} | {r['crop'][0]}×{r['crop'][1]} | {r['decode_ips']:.1f} "
+        lines += [f"| {r['dataset']} | {r['image'][0]}×{r['image'][1]} | {r['crop'][0]}×{r['crop'][1]} "
+                  f"| {r['decode_ips']:.1f} "
                   f"| {r['pipeline_ips']:.1f} | {r['ratio']:.0%} | {r['device_normalize_ms']:.2f} "
                   f"| {r['pipeline_worker_norm_ips']:.1f} | {r['ratio_worker_norm']:.0%} |"
                   for r in results["data"]]
         lines.append("")
     if results.get("losses"):
         lo = results["losses"]
-        lines += [(f"Losses: logits [{lo['batch']},{lo['num_classes']},{lo['crop'][0]},{lo['crop'][1]}]; maps precomputed "
-                  f"(worker cost per sample shown); step = {lo['step_model']} forward + loss + backward + fused SGD."), "",
+        lines += [(f"Losses: logits [{lo['batch']},{lo['num_classes']},{lo['crop'][0]},{lo['crop'][1]}]; "
+                  "maps precomputed (worker cost per sample shown); "
+                  f"step = {lo['step_model']} forward + loss + backward + fused SGD."), "",
                   "| loss | fwd+bwd ms | × CE | training step ms | × CE step | worker target_fn ms/sample |",
                   "|---|---|---|---|---|---|"]
         for r in lo["rows"]:
             step = f"{r['step_ms']:.0f} | {r['step_ratio']:.2f}" if r["step_ms"] is not None else "- | -"
-            lines.append(f"| {r['loss']} | {r['loss_ms']:.1f} | {r['loss_ratio']:.2f} | {step} | {r['worker_ms_per_sample']:.1f} |")
+            lines.append(f"| {r['loss']} | {r['loss_ms']:.1f} | {r['loss_ratio']:.2f} | {step} "
+                         f"| {r['worker_ms_per_sample']:.1f} |")
         lines.append("")
     if "metrics" in results:
         r = results["metrics"]
@@ -795,15 +814,17 @@ def markdown(results: dict[str, Any]) -> str:
                   f"{r['update_from_scores_ms']:.2f} ms ({r['ratio_from_scores']:.2%})."), ""]
     if "loop" in results:
         r = results["loop"]
-        lines += [(f"Lightning loop ({r['model']}, batch {r['batch']}, {r['crop'][0]}×{r['crop'][1]}, {r['precision']}, "
-                  f"channels_last={r['channels_last']}, {r['num_workers']} workers, {r['batches_timed']} batches): "
+        lines += [(f"Lightning loop ({r['model']}, batch {r['batch']}, {r['crop'][0]}×{r['crop'][1]}, "
+                  f"{r['precision']}, channels_last={r['channels_last']}, {r['num_workers']} workers, "
+                  f"{r['batches_timed']} batches): "
                   f"{r['loop_ips']:.2f} img/s median (best batch {r['loop_best_ips']:.2f}) vs bare step "
                   f"{r['bare_ips']:.2f} img/s median (best {r['bare_best_ips']:.2f}) = {r['ratio']:.0%} "
                   f"({r['ratio_best']:.0%} best against best)."), ""]
     if "slide" in results:
         r = results["slide"]
-        lines += [(f"Sliding window ({r['model']}): {r['image'][0]}×{r['image'][1]} image, {r['window'][0]}×{r['window'][1]} "
-                  f"windows, stride {r['stride'][0]}×{r['stride'][1]} ({r['windows']} windows, {r['window_batch']} per pass): "
+        lines += [(f"Sliding window ({r['model']}): {r['image'][0]}×{r['image'][1]} image, "
+                  f"{r['window'][0]}×{r['window'][1]} windows, stride {r['stride'][0]}×{r['stride'][1]} "
+                  f"({r['windows']} windows, {r['window_batch']} per pass): "
                   f"{r['slide_ms']:.0f} ms vs {r['whole_windows_ms']:.0f} ms for the same windows forwarded alone = "
                   f"{r['ratio']:.2f}x."), ""]
     return "\n".join(lines)
@@ -811,11 +832,14 @@ def markdown(results: dict[str, Any]) -> str:
 
 # -- command line -------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny smoke run: one small model, 1 iteration, small inputs")
-    p.add_argument("--models", nargs="+", choices=MODEL_CHOICES, help=f"architectures (default: all {len(ARCHITECTURES)})")
+    p.add_argument("--models", nargs="+", choices=MODEL_CHOICES,
+                   help=f"architectures (default: all {len(ARCHITECTURES)})")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=SECTIONS)
-    p.add_argument("--out", type=Path, default=REPO / "outputs" / "benchmark", help="writes benchmark.json and benchmark.md here")
+    p.add_argument("--out", type=Path, default=REPO / "outputs" / "benchmark",
+                   help="writes benchmark.json and benchmark.md here")
     p.add_argument("--crop", choices=["paper", "cpu"], default="paper",
                    help="paper: each paper's training crop (the targets' setting); cpu: square --crop-size for "
                         "every model, a quicker look")
@@ -825,7 +849,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backbone", default=None, help="ResNet depth for ResNet models (default: each config's)")
     p.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
     p.add_argument("--compile", action="store_true", help="also time torch.compile variants (slow warm-up on CPU)")
-    p.add_argument("--memory-formats", nargs="+", choices=["contiguous", "channels_last"], default=["contiguous", "channels_last"],
+    p.add_argument("--memory-formats", nargs="+", choices=["contiguous", "channels_last"],
+                   default=["contiguous", "channels_last"],
                    help="memory formats of the model variants (the targets read the channels_last ones)")
     p.add_argument("--iters", type=int, default=None,
                    help="timed repetitions, the best counts (default: 2 at paper crops, 4 at the cpu crop)")
@@ -837,7 +862,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--malloc-tuning", choices=["on", "off"], default="on",
                    help="glibc's heap keeps freed memory, as train.yaml's malloc_tuning (default: on, its default)")
     p.add_argument("--matmul-precision", choices=["highest", "high", "medium"], default="high",
-                   help="torch.set_float32_matmul_precision, as train.yaml's float32_matmul_precision (default: its default)")
+                   help="torch.set_float32_matmul_precision, as train.yaml's float32_matmul_precision "
+                        "(default: its default)")
     p.add_argument("--peak-size", type=int, default=2048)
     p.add_argument("--datasets", nargs="+", choices=[d[0] for d in DATASETS], default=None)
     p.add_argument("--data-seconds", type=float, default=3.0, help="CPU-seconds per data measurement, over all rounds")
@@ -869,7 +895,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.data_seconds, args.data_rounds, args.loss_crop, args.loop_crop = 0.05, 1, [64, 64], 64
         args.loop_batches, args.loop_skip, args.loop_workers, args.loop_batch = 2, 1, "0", args.loop_batch or 2
         args.slide_image, args.slide_window = [128, 256], [64, 128]
-        args.losses = ["ce", *[n for n in args.losses if n in DISTANCE_LOSSES]] if args.losses == LOSSES else args.losses
+        args.losses = (["ce", *[n for n in args.losses if n in DISTANCE_LOSSES]] if args.losses == LOSSES
+                       else args.losses)
     # steps at paper crops take seconds and vary little; 128x128 ones take tens of ms and need more tries
     paper = args.crop == "paper"
     args.iters = args.iters if args.iters is not None else (2 if paper else 4)
@@ -900,13 +927,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     torch.backends.cudnn.benchmark = args.cudnn_benchmark == "on"
     # the entry points' own mechanism, so the harness runs with the settings a training run applies
-    malloc_tuned = apply_runtime_settings({"torch_threads": args.threads, "float32_matmul_precision": args.matmul_precision,
+    malloc_tuned = apply_runtime_settings({"torch_threads": args.threads,
+                                           "float32_matmul_precision": args.matmul_precision,
                                            "malloc_tuning": args.malloc_tuning == "on"})
-    crop_desc = "each paper's training crop" if args.crop == "paper" else f"{args.crop_size}×{args.crop_size} (CPU-sized)"
+    crop_desc = ("each paper's training crop" if args.crop == "paper"
+                 else f"{args.crop_size}×{args.crop_size} (CPU-sized)")
     results: dict[str, Any] = {"machine": machine_info(device), "settings": {
-        "quick": args.quick, "batch": args.batch, "crop": args.crop, "crop_desc": crop_desc, "num_classes": args.num_classes,
-        "iters": args.iters, "warmup": args.warmup, "peak_size": args.peak_size, "compile": args.compile,
-        "data_seconds": args.data_seconds, "data_rounds": args.data_rounds,
+        "quick": args.quick, "batch": args.batch, "crop": args.crop, "crop_desc": crop_desc,
+        "num_classes": args.num_classes, "iters": args.iters, "warmup": args.warmup, "peak_size": args.peak_size,
+        "compile": args.compile, "data_seconds": args.data_seconds, "data_rounds": args.data_rounds,
         "backbone": args.backbone, "matmul_precision": args.matmul_precision,
         "cudnn_benchmark": args.cudnn_benchmark, "malloc_tuning": malloc_tuned}}
     started = time.perf_counter()

@@ -94,7 +94,8 @@ def main() -> None:
         if "error" in r:
             lines.append(f"| {r['name']} | {own} | failed: {r['error']} | | {r['seconds']:.0f} |")
         else:
-            lines.append(f"| {r['name']} | {own} | {r['val_mIoU_best']:.3f} | {r['val_mIoU_last']:.3f} | {r['seconds']:.0f} |")
+            lines.append(f"| {r['name']} | {own} | {r['val_mIoU_best']:.3f} | {r['val_mIoU_last']:.3f} "
+                         f"| {r['seconds']:.0f} |")
     table = "\n".join(lines)
     (out_root / "results.json").write_text(json.dumps({"budget": budget, "results": results}, indent=2))
     (out_root / "results.md").write_text(f"Budget: `{' '.join(budget)}`\n\n{table}\n")

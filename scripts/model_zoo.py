@@ -173,7 +173,8 @@ def fmt_diff(row: dict, key: str) -> str:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| model | setting | classes | params (M) | of which aux (M) | GFLOPs @360x480 | reference params (M) | reference GFLOPs |",
+        ("| model | setting | classes | params (M) | of which aux (M) | GFLOPs @360x480 "
+         "| reference params (M) | reference GFLOPs |"),
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:

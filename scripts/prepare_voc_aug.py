@@ -45,7 +45,8 @@ def read_sbd_label(path: Path) -> np.ndarray:
     except Exception as err:
         raise PrepareError(f"{path}: cannot read GTcls.Segmentation ({type(err).__name__}: {err})") from err
     if segmentation.ndim != 2 or segmentation.size == 0 or segmentation.max() > 255 or segmentation.min() < 0:
-        raise PrepareError(f"{path}: GTcls.Segmentation has shape {segmentation.shape}; expected a 2-D label map 0..255")
+        raise PrepareError(f"{path}: GTcls.Segmentation has shape {segmentation.shape}; "
+                           "expected a 2-D label map 0..255")
     return segmentation.astype(np.uint8)
 
 
@@ -72,7 +73,8 @@ def prepare(sbd: Path, voc: Path, progress: bool = True) -> tuple[int, int]:
         if not folder.is_dir():
             raise PrepareError(f"{folder} not found; download and extract {download}")
     lists = voc / "ImageSets" / "Segmentation"
-    sbd_train, sbd_val = read_ids(sbd_dataset / "train.txt", SBD_DOWNLOAD), read_ids(sbd_dataset / "val.txt", SBD_DOWNLOAD)
+    sbd_train, sbd_val = (read_ids(sbd_dataset / "train.txt", SBD_DOWNLOAD),
+                          read_ids(sbd_dataset / "val.txt", SBD_DOWNLOAD))
     voc_train, voc_val = read_ids(lists / "train.txt", VOC_DOWNLOAD), read_ids(lists / "val.txt", VOC_DOWNLOAD)
     out_dir = voc / "SegmentationClassAug"
     out_dir.mkdir(exist_ok=True)

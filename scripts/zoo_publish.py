@@ -96,7 +96,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name")
     parser.add_argument("--train-run", type=Path, required=True)
-    parser.add_argument("--eval-run", type=Path, required=True, help="evaluate run on the entry's split, save_predictions=true")
+    parser.add_argument("--eval-run", type=Path, required=True,
+                        help="evaluate run on the entry's split, save_predictions=true")
     parser.add_argument("--tta-eval-run", type=Path, help="the same evaluation with test-time augmentation")
     parser.add_argument("--split", default="test")
     parser.add_argument("--train-time-s", type=float, nargs="+", required=True, help="one per stage")
@@ -127,7 +128,8 @@ def main() -> None:
         "resolution": list(config["dataset"]["crop_size"]), "tta": "none",
         "metrics": summary, "per_class": per_class,
         "bands": {
-            "evaluate": {k: [round(v - args.eval_tolerance, 4), round(v + args.eval_tolerance, 4)] for k, v in summary.items()},
+            "evaluate": {k: [round(v - args.eval_tolerance, 4), round(v + args.eval_tolerance, 4)]
+                         for k, v in summary.items()},
             "retrain": {"mIoU": [round(summary["mIoU"] - args.retrain_tolerance, 4),
                                  round(summary["mIoU"] + args.retrain_tolerance, 4)]},
         },

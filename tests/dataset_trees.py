@@ -174,7 +174,8 @@ def build_cityscapes_tree(root: Path) -> Path:
                                random_labels(f"{annotation}/{frame}", CITYSCAPES_RAW))
                 # distractors the loader must not pick up
                 write_image(folder / f"{frame}_{annotation}_color.png", random_image("c" + frame))
-                write_grey_png(folder / f"{frame}_{annotation}_instanceIds.png", random_labels("i" + frame, [0, 26, 255]))
+                write_grey_png(folder / f"{frame}_{annotation}_instanceIds.png",
+                               random_labels("i" + frame, [0, 26, 255]))
                 (folder / f"{frame}_{annotation}_polygons.json").write_text(json.dumps({"objects": []}))
     return base
 

@@ -23,7 +23,8 @@ def run_module(module: str, overrides: list[str], cwd: Path, check: bool = True)
     proc = subprocess.run([sys.executable, "-m", f"segsuite.{module}", *overrides], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600, check=False)
     if check and proc.returncode != 0:
-        raise AssertionError(f"segsuite.{module} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        raise AssertionError(f"segsuite.{module} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
 
 

@@ -83,8 +83,9 @@ def test_a_failed_compile_is_reported_and_the_run_goes_on(harness, tmp_path, mon
         raise RuntimeError("inductor gave up\nsecond line")
 
     monkeypatch.setattr(harness.torch, "compile", failing_compile)
-    results = run_harness(harness, ["--quick", "--models", "unet_slim", "--sections", "models", "--compile", "--precisions",
-                                    "fp32", "bf16", "--memory-formats", "channels_last", "--out", str(tmp_path)])
+    results = run_harness(harness, ["--quick", "--models", "unet_slim", "--sections", "models", "--compile",
+                                    "--precisions", "fp32", "bf16", "--memory-formats", "channels_last",
+                                    "--out", str(tmp_path)])
     (row,) = results["models"]
     eager = [v for v in row["variants"] if not v["compile"]]
     failed = [v for v in row["variants"] if v["compile"]]
@@ -98,8 +99,8 @@ def test_every_compiled_variant_compiles_from_an_empty_cache(harness, tmp_path, 
     events = []
     monkeypatch.setattr(harness.torch.compiler, "reset", lambda: events.append("reset"))
     monkeypatch.setattr(harness.torch, "compile", lambda model, *a, **k: events.append("compile") or model)
-    run_harness(harness, ["--quick", "--models", "unet_slim", "--sections", "models", "--compile", "--precisions", "fp32", "bf16",
-                          "--memory-formats", "channels_last", "--out", str(tmp_path)])
+    run_harness(harness, ["--quick", "--models", "unet_slim", "--sections", "models", "--compile",
+                          "--precisions", "fp32", "bf16", "--memory-formats", "channels_last", "--out", str(tmp_path)])
     assert events == ["reset", "compile", "reset", "compile"]  # nothing left from the variant or model before
 
 

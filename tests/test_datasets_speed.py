@@ -1,6 +1,7 @@
 """Decode + augmentation throughput per worker (one process) at each dataset's official image size.
 
-    PYTHONPATH=src:tests python tests/test_datasets_speed.py     # prints the table in the README (Datasets, loading speed)
+    # prints the table in the README (Datasets, loading speed):
+    PYTHONPATH=src:tests python tests/test_datasets_speed.py
 
 Files are written in each dataset's official layout and encoding at its official image size, with
 photo-like content (smooth colour fields, edges and mild noise: compressed sizes close to real ones)

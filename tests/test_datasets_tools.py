@@ -26,7 +26,8 @@ def test_verify_dataset_reports_counts_and_frequencies(tmp_path, capsys):
     assert verify.main(["dataset=ade20k", f"dataset.root={root}", "split=val"]) == 0
     out = capsys.readouterr().out
     assert "2 samples, 2 good, 0 bad" in out and "12x16: 2" in out
-    raw = np.concatenate([np.array(Image.open(p)).ravel() for p in sorted((root / "annotations/validation").glob("*.png"))])
+    raw = np.concatenate([np.array(Image.open(p)).ravel()
+                          for p in sorted((root / "annotations/validation").glob("*.png"))])
     wall_pixels = int((raw == 1).sum())  # ADE label 1 = wall = train id 0
     ignore_pixels = int((raw == 0).sum())
     assert any(line.split()[:3] == ["0", "wall", str(wall_pixels)] for line in out.splitlines())

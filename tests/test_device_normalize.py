@@ -98,8 +98,10 @@ def test_uint8_images_never_reach_the_model(compose_cfg, tmp_path):
 def test_padding_of_uint8_batches_stays_black_and_ignored():
     from segsuite.data.datamodule import collate
 
-    small = {"image": torch.full((3, 2, 2), 9, dtype=torch.uint8), "mask": torch.zeros(2, 2, dtype=torch.uint8), "name": "a"}
-    large = {"image": torch.full((3, 3, 4), 9, dtype=torch.uint8), "mask": torch.ones(3, 4, dtype=torch.uint8), "name": "b"}
+    small = {"image": torch.full((3, 2, 2), 9, dtype=torch.uint8), "mask": torch.zeros(2, 2, dtype=torch.uint8),
+             "name": "a"}
+    large = {"image": torch.full((3, 3, 4), 9, dtype=torch.uint8), "mask": torch.ones(3, 4, dtype=torch.uint8),
+             "name": "b"}
     batch = collate([small, large])
     assert batch["image"].dtype == torch.uint8 and batch["image"][0, :, 2:, :].eq(0).all()
     assert batch["mask"][0, 2:, :].eq(255).all() and batch["mask"][0, :2, 2:].eq(255).all()

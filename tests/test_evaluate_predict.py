@@ -172,6 +172,7 @@ def test_predict_a_folder_from_the_checkpoint_alone(run_dir, tmp_path):
 
 
 def test_predict_names_a_missing_input(run_dir, tmp_path):
-    cfg = in_process("predict", tmp_path, f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", f"input={tmp_path / 'none'}")
+    cfg = in_process("predict", tmp_path, f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}",
+                     f"input={tmp_path / 'none'}")
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "none")):
         predict(cfg)

@@ -25,6 +25,7 @@ RECIPES = {
     "voc_aug_deeplabv3plus_r101": ("voc_aug", "DeepLabV3Plus", "resnet101", 16, 40000, 0.01),
     "camvid_segnet": ("camvid", "SegNet", None, 12, None, 0.1),
     "camvid_enet": ("camvid", "ENet", None, 10, None, 5e-4),
+    "camvid_enet_cycle2": ("camvid", "ENet", None, 10, None, 5e-4),
 }
 
 

@@ -62,8 +62,9 @@ def make_checkpoint(path: Path, name: str) -> Path:
     torch.save({
         "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
         "segsuite": {"config": {"model": OmegaConf.to_container(cfg)}, "num_classes": CLASSES, "ignore_index": 255,
-                     "class_names": [f"class{i}" for i in range(CLASSES)], "palette": [[i, i, i] for i in range(CLASSES)],
-                     "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+                     "class_names": [f"class{i}" for i in range(CLASSES)],
+                     "palette": [[i, i, i] for i in range(CLASSES)], "mean": [0.5, 0.5, 0.5],
+                     "std": [0.25, 0.25, 0.25]},
     }, path)
     return path
 

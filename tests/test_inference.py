@@ -52,7 +52,8 @@ def test_slide_with_one_window_covering_the_image_equals_whole():
         assert torch.allclose(whole, net(x), atol=1e-6)
 
 
-@pytest.mark.parametrize("crop, stride, window_batch", [([8, 12], [5, 7], 3), ([8, 12], [8, 12], 8), ([7, 9], [1, 2], 64)])
+@pytest.mark.parametrize("crop, stride, window_batch",
+                         [([8, 12], [5, 7], 3), ([8, 12], [8, 12], 8), ([7, 9], [1, 2], 64)])
 def test_slide_with_overlapping_windows_equals_whole_for_a_pointwise_model(crop, stride, window_batch):
     net, x = conv_net(1), images(2, 19, 30)  # 1x1 convs: translation-equivariant, no border effects
     whole = Inferencer()(net, x)

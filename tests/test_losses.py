@@ -178,7 +178,8 @@ def test_focal_tversky_matches_formula():
     tp, ps, gs = (p * g).sum((0, 2, 3)), p.sum((0, 2, 3)), g.sum((0, 2, 3))
     ti = (tp + 1) / (tp + 0.3 * (ps - tp) + 0.7 * (gs - tp) + 1)
     expected = ((1 - ti[gs > 0]) ** 0.75).mean()
-    assert FocalTverskyLoss(gamma=4 / 3, alpha=0.3, beta=0.7)(logits, target).item() == pytest.approx(expected, rel=1e-5)
+    assert (FocalTverskyLoss(gamma=4 / 3, alpha=0.3, beta=0.7)(logits, target).item()
+            == pytest.approx(expected, rel=1e-5))
 
 
 @pytest.mark.parametrize("classes", ["present", "all"])
@@ -421,7 +422,8 @@ def test_ce_dice_is_the_sum_of_its_formulas():
     logits, target = case(seed=8)
     ce = F.cross_entropy(logits, target, ignore_index=IGNORE).item()
     dice = reference_region(logits, target, 3, dice_score, False, "present")
-    assert CEDiceLoss(ce_weight=0.7, dice_weight=0.3)(logits, target).item() == pytest.approx(0.7 * ce + 0.3 * dice, rel=1e-5)
+    assert (CEDiceLoss(ce_weight=0.7, dice_weight=0.3)(logits, target).item()
+            == pytest.approx(0.7 * ce + 0.3 * dice, rel=1e-5))
 
 
 def test_combo_matches_taghanaki_formula():
@@ -459,4 +461,5 @@ def test_sum_loss_forwards_target_fn_and_progress():
     assert keys == {"dpce_penalty", "boundary_maps", "boundary_classes"}
     total.set_progress(30, 100)
     assert boundary.progress == pytest.approx(0.3)
-    assert total(logits, target).item() == pytest.approx((dpce(logits, target) + 0.5 * boundary(logits, target)).item(), rel=1e-6)
+    assert total(logits, target).item() == pytest.approx((dpce(logits, target) + 0.5 * boundary(logits, target)).item(),
+                                                         rel=1e-6)

@@ -79,7 +79,8 @@ def test_config_without_auto_is_untouched(tmp_path):
 
 
 def test_explicit_weight_list_from_command_line_override():
-    cfg = OmegaConf.create({"dataset": {"ignore_index": 255}, "loss": OmegaConf.load(ROOT / "conf" / "loss" / "ce.yaml")})
+    cfg = OmegaConf.create({"dataset": {"ignore_index": 255},
+                            "loss": OmegaConf.load(ROOT / "conf" / "loss" / "ce.yaml")})
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(["loss.weight=[1,2,3]"]))
     loss = instantiate(cfg.loss)
     assert torch.equal(loss.weight, torch.tensor([1.0, 2.0, 3.0]))
@@ -106,4 +107,5 @@ def test_cache_key_tells_copies_at_different_roots_apart(tmp_path):
     second = CamVid(build_camvid_tree(tmp_path / "b"), split="train", class_names=names)
     key = class_weights.cache_key(first, 11, "enet", 1.02)
     assert key != class_weights.cache_key(second, 11, "enet", 1.02)
-    assert key == class_weights.cache_key(CamVid(tmp_path / "a" / "CamVid", split="train", class_names=names), 11, "enet", 1.02)
+    assert key == class_weights.cache_key(CamVid(tmp_path / "a" / "CamVid", split="train", class_names=names),
+                                          11, "enet", 1.02)

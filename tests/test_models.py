@@ -4,8 +4,8 @@ Each model is built from its shipped yaml through `hydra.utils.instantiate` (so 
 exercised), once with its default settings and, where the yaml names a ResNet backbone, once
 with a small one (ResNet-18; their default-backbone case runs in the slow suite). Every case
 runs the same checks: forward/backward at an odd size, eval with a batch of one, output shape,
-auxiliary outputs, finite gradients, state-dict round trip and `torch.jit.trace`. Heavy nets run at 97x131 in the fast suite; 360x480 is fast only for the
-light ones (the rest is marked slow).
+auxiliary outputs, finite gradients, state-dict round trip and `torch.jit.trace`. Heavy nets run
+at 97x131 in the fast suite; 360x480 is fast only for the light ones (the rest is marked slow).
 """
 
 from __future__ import annotations

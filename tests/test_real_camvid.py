@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from runs import run_module
@@ -99,6 +100,10 @@ def test_predict_on_a_real_street_photo(tmp_path):
 
 @pytest.mark.parametrize("recipe", sorted(p.stem for p in (REPO / "conf" / "experiment").glob("camvid_*.yaml")))
 def test_camvid_recipe_runs_a_step_on_real_data(recipe, tmp_path, compose_cfg):
-    no_download = ["model.pretrained=null"] if "pretrained" in compose_cfg("train", [f"experiment={recipe}"]).model else []
+    cfg = compose_cfg("train", [f"experiment={recipe}"])
+    no_download = ["model.pretrained=null"] if "pretrained" in cfg.model else []
+    # a later stage of a staged recipe starts from the shipped weights of the stage before it
+    start = ([f"init_from={load_entry('camvid_enet_cycle1').checkpoint}"] if OmegaConf.is_missing(cfg, "init_from")
+             else [])
     run_module("train", [f"experiment={recipe}", f"dataset.root={CAMVID}", f"hydra.run.dir={tmp_path / 'run'}",
-                         "debug=fdr", "test=false", "print_config=false", *no_download], cwd=tmp_path)
+                         "debug=fdr", "test=false", "print_config=false", *no_download, *start], cwd=tmp_path)

@@ -338,7 +338,8 @@ def test_duc_hdc_parameters_by_hand():
 
     def bottleneck(i, width, projection):
         out = 4 * width
-        return conv_bn(i, width) + conv_bn(width, width, 3) + conv_bn(width, out) + (conv_bn(i, out) if projection else 0)
+        return (conv_bn(i, width) + conv_bn(width, width, 3) + conv_bn(width, out)
+                + (conv_bn(i, out) if projection else 0))
 
     def stages(stem_channels):
         total, channels = 0, stem_channels
@@ -440,7 +441,8 @@ def test_gcn_block_cpu_path_counts_the_convolutions_flops():
 def test_gcn_block_cpu_path_under_bf16_autocast():
     """bf16 autocast: bf16 scores within bf16 rounding of the float32 convolutions."""
     block = random_gcn_block(32, 19, 15, seed=3)
-    x = torch.randn(2, 32, 24, 20, generator=torch.Generator().manual_seed(4)).contiguous(memory_format=torch.channels_last)
+    x = (torch.randn(2, 32, 24, 20, generator=torch.Generator().manual_seed(4))
+         .contiguous(memory_format=torch.channels_last))
     with torch.no_grad():
         expected = gcn_block_by_convolutions(block, x)
         with torch.autocast("cpu", dtype=torch.bfloat16):

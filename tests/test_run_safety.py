@@ -178,7 +178,8 @@ def finished_run(finished):
     return finished[0]
 
 
-@pytest.mark.parametrize("case", ["random file", "plain state dict", "batch size abc", "another model", "in-place resume"])
+@pytest.mark.parametrize("case", ["random file", "plain state dict", "batch size abc", "another model",
+                                  "in-place resume"])
 def test_bad_input_gets_one_short_message(tmp_path, finished_run, case):
     last = finished_run / "checkpoints" / "last.ckpt"
     args, expected = {

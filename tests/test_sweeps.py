@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _sweep(tmp_path: Path, *overrides: str, check: bool = True):
     sweep = tmp_path / "sweep"
-    proc = run_module("train", ["-m", *TINY, "trainer.max_epochs=1", "test=false", f"hydra.sweep.dir={sweep}", *overrides],
+    proc = run_module("train", ["-m", *TINY, "trainer.max_epochs=1", "test=false", f"hydra.sweep.dir={sweep}",
+                                *overrides],
                       cwd=tmp_path, check=check)
     jobs = sorted((p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
     return proc, sweep, jobs

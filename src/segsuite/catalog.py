@@ -37,7 +37,8 @@ def group_config(group: str, name: str, conf_dir: str | Path | None = None) -> D
 def _compose(group: str, name: str, folder: Path, seen: tuple[str, ...]) -> DictConfig:
     path = folder / f"{name}.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"{group}={name}: no {path}; the {group} configs are {config_names(group, folder.parent)}")
+        raise FileNotFoundError(f"{group}={name}: no {path}; "
+                                f"the {group} configs are {config_names(group, folder.parent)}")
     if name in seen:
         raise ValueError(f"{group} configs include each other in a cycle: {' -> '.join((*seen, name))}")
     own = OmegaConf.load(path)

@@ -49,7 +49,8 @@ def load_net_weights(net: nn.Module, ckpt: dict[str, Any], model_cfg: DictConfig
     A checkpoint of another architecture or class count fails naming both and `source`.
     """
     stored = ckpt["segsuite"]["config"]["model"]
-    if stored.get("_target_") != model_cfg.get("_target_") or int(stored.get("num_classes")) != int(model_cfg.get("num_classes")):
+    if (stored.get("_target_") != model_cfg.get("_target_")
+            or int(stored.get("num_classes")) != int(model_cfg.get("num_classes"))):
         raise ValueError(
             f"{source} holds {describe(ckpt)}, but the run builds {model_cfg.get('_target_')} with "
             f"{model_cfg.get('num_classes')} classes; start from a checkpoint of the same model and dataset"
@@ -58,7 +59,8 @@ def load_net_weights(net: nn.Module, ckpt: dict[str, Any], model_cfg: DictConfig
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise ValueError(f"{source}: its weights do not fit the configured model: {str(err).splitlines()[0]} ...") from err
+        raise ValueError(f"{source}: its weights do not fit the configured model: "
+                         f"{str(err).splitlines()[0]} ...") from err
 
 
 def build_net(ckpt: dict[str, Any], model_cfg: DictConfig | None = None) -> nn.Module:

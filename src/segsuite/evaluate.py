@@ -114,7 +114,8 @@ def write_per_class_csv(path: Path, class_names: Sequence[str], scores: dict[str
         writer = csv.writer(fh)
         writer.writerow(["class", "iou", "acc", "gt_pixels", "pred_pixels"])
         for i, name in enumerate(class_names):
-            writer.writerow([name, scores["iou_per_class"][i].item(), scores["acc_per_class"][i].item(), gt[i], pred[i]])
+            writer.writerow([name, scores["iou_per_class"][i].item(), scores["acc_per_class"][i].item(),
+                             gt[i], pred[i]])
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

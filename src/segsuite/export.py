@@ -292,7 +292,8 @@ def compare_input(net: nn.Module, runner, x: torch.Tensor, tie_tolerance: float 
             "max_abs_diff_own_indices": float(np.abs(got - own).max())}
 
 
-def compare(net: nn.Module, runner, sizes: Sequence[Sequence[int]], tie_tolerance: float = 1e-4) -> list[dict[str, Any]]:
+def compare(net: nn.Module, runner, sizes: Sequence[Sequence[int]],
+            tie_tolerance: float = 1e-4) -> list[dict[str, Any]]:
     """`compare_input` on a random input of each `[N, H, W]` in `sizes`; each result also has `size`."""
     results = []
     generator = torch.Generator().manual_seed(1)

@@ -131,7 +131,8 @@ class Inferencer:
         if pad_h or pad_w:
             images = F.pad(images, (0, pad_w, 0, pad_h))
         full_h, full_w = images.shape[-2:]
-        boxes = [(y, x) for y in window_starts(full_h, crop_h, stride_h) for x in window_starts(full_w, crop_w, stride_w)]
+        boxes = [(y, x) for y in window_starts(full_h, crop_h, stride_h)
+                 for x in window_starts(full_w, crop_w, stride_w)]
         logit_sum: torch.Tensor | None = None
         count = torch.zeros((1, 1, full_h, full_w), device=images.device, dtype=torch.float32)
         per_pass = max(1, self.window_batch // n)  # windows per forward pass (each holds n crops)

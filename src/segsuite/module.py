@@ -208,7 +208,8 @@ class SegmentationModule(pl.LightningModule):
     # -- optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
         factory = self.optimizer_factory
-        if self._trainer is not None and self.trainer.gradient_clip_val and getattr(factory, "keywords", {}).get("fused"):
+        if (self._trainer is not None and self.trainer.gradient_clip_val
+                and getattr(factory, "keywords", {}).get("fused")):
             # Lightning refuses to clip the gradients of a fused optimizer (it unscales them itself)
             log.info("trainer.gradient_clip_val is set: the optimizer runs unfused")
             factory = functools.partial(factory, fused=False)

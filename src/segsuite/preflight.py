@@ -36,7 +36,8 @@ def check_config_values(cfg: DictConfig) -> None:
         value = _select(cfg, key)
         if value is None:
             continue
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or float(value).is_integer())
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and (kind is float or float(value).is_integer()))
         if not ok or value < low:
             noun = "an integer" if kind is int else "a number"
             example = {int: 16, float: 0.001}[kind]
@@ -64,7 +65,8 @@ def load_resume_checkpoint(path: str | Path, cfg: DictConfig) -> dict[str, Any]:
                          f"checkpoints/last.ckpt or interrupted.ckpt")
     stored = (ckpt.get("segsuite") or {}).get("config", {}).get("model", {})
     model = cfg.model
-    if stored and (stored.get("_target_") != model.get("_target_") or stored.get("num_classes") != model.get("num_classes")):
+    if stored and (stored.get("_target_") != model.get("_target_")
+                   or stored.get("num_classes") != model.get("num_classes")):
         raise ValueError(
             f"{where} holds {stored.get('_target_')} with {stored.get('num_classes')} classes, but this run builds "
             f"{model.get('_target_')} with {model.get('num_classes')} classes; resume with the run's own model= "
@@ -74,7 +76,8 @@ def load_resume_checkpoint(path: str | Path, cfg: DictConfig) -> dict[str, Any]:
         current = OmegaConf.to_container(model, resolve=True)
         differ = sorted(k for k in set(stored) | set(current) if k != "pretrained" and stored.get(k) != current.get(k))
         if differ:
-            shown = ", ".join(f"model.{k}: {stored.get(k)!r} in the checkpoint, {current.get(k)!r} here" for k in differ[:4])
+            shown = ", ".join(f"model.{k}: {stored.get(k)!r} in the checkpoint, {current.get(k)!r} here"
+                              for k in differ[:4])
             raise ValueError(f"{where} was trained with another model configuration ({shown}); resume with the "
                              f"checkpoint run's own settings (the resume command printed by that run has them)")
     return {"ckpt_path": str(path.resolve()), "run_dir": str(path.resolve().parent.parent),

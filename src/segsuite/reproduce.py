@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", help=f"zoo entry ({', '.join(available()) or 'none'})")
     parser.add_argument("--data-root", help="the dataset's folder (default: the recipe's, under $SEGSUITE_DATA_DIR)")
     parser.add_argument("--retrain", action="store_true", help="train the recipe first and check the new model")
-    parser.add_argument("--workdir", type=Path, help="where runs are written (default: outputs/reproduce/<name>/<time>)")
+    parser.add_argument("--workdir", type=Path,
+                        help="where runs are written (default: outputs/reproduce/<name>/<time>)")
     parser.add_argument("--zoo-dir", type=Path, help="a folder of zoo entries (default: segsuite's conf/zoo)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the runs (e.g. trainer.max_epochs=1)")
     args = parser.parse_intermixed_args(argv)

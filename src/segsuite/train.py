@@ -151,7 +151,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, torch.Tensor)) and torch.as_tensor(v).numel() == 1}
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float, torch.Tensor)) and torch.as_tensor(v).numel() == 1}
 
 
 FAILURE_MARKER = "FAILED"

@@ -62,7 +62,8 @@ def load_entry(name: str, directory: Path | None = None) -> ZooEntry:
     directory = directory or zoo_dir()
     path = directory / f"{name}.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"no zoo entry {name!r} in {directory}; known entries: {', '.join(available(directory)) or 'none'}")
+        raise FileNotFoundError(f"no zoo entry {name!r} in {directory}; "
+                                f"known entries: {', '.join(available(directory)) or 'none'}")
     record = OmegaConf.load(path)
     missing = [k for k in REQUIRED_KEYS if k not in record]
     if missing:

@@ -7,5 +7,5 @@ from segsuite.callbacks.iou_table import IoUTableLogger
 from segsuite.callbacks.progress import PlainProgress
 from segsuite.callbacks.resume import CheckpointOnFailure, StepSeed
 
-__all__ = ["CheckpointOnFailure", "ConfusionMatrixLogger", "FailAtStep", "IoUTableLogger", "PlainProgress", "StepSeed", "StopAfterEpochs",
-           "ValidationImageLogger"]
+__all__ = ["CheckpointOnFailure", "ConfusionMatrixLogger", "FailAtStep", "IoUTableLogger", "PlainProgress", "StepSeed",
+           "StopAfterEpochs", "ValidationImageLogger"]

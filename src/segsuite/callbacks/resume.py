@@ -62,5 +62,6 @@ class StepSeed(pl.Callback):
     def __init__(self, seed: int) -> None:
         self.seed = int(seed)
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
         torch.manual_seed((self.seed * 1_000_003 + trainer.global_step * 1_009 + trainer.global_rank) % 2**63)

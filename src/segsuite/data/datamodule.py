@@ -298,7 +298,8 @@ class SegDataModule(pl.LightningDataModule):
             self.datasets[split], batch_size=batch_size, sampler=sampler, num_workers=workers,
             pin_memory=self.pin_memory, persistent_workers=self.persistent_workers_setting and workers > 0,
             prefetch_factor=self.prefetch_factor_setting if workers > 0 else None,
-            collate_fn=functools.partial(collate, ignore_index=int(self.dataset_cfg.get("ignore_index", 255))), drop_last=split == "train",
+            collate_fn=functools.partial(collate, ignore_index=int(self.dataset_cfg.get("ignore_index", 255))),
+            drop_last=split == "train",
         )
 
     def raw_dataset(self, split: str) -> SegDataset:

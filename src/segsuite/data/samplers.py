@@ -17,7 +17,8 @@ class SeededTrainSampler(Sampler[tuple[int, int]]):
     same number of samples (`drop_last` drops the tail that does not divide evenly).
     """
 
-    def __init__(self, num_samples: int, seed: int = 0, num_replicas: int = 1, rank: int = 0, shuffle: bool = True) -> None:
+    def __init__(self, num_samples: int, seed: int = 0, num_replicas: int = 1, rank: int = 0,
+                 shuffle: bool = True) -> None:
         if num_samples < num_replicas:
             raise ValueError(f"{num_samples} training samples cannot be split over {num_replicas} processes")
         self.num_samples = num_samples

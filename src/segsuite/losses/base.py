@@ -61,11 +61,13 @@ class SegLoss(nn.Module):
             )
         tensor = torch.as_tensor(list(weight), dtype=torch.float32)
         if tensor.ndim != 1 or not torch.isfinite(tensor).all() or (tensor < 0).any():
-            raise ValueError(f"{type(self).__name__}: weight must be a list of finite non-negative floats, got {weight}")
+            raise ValueError(f"{type(self).__name__}: weight must be a list of finite non-negative floats, "
+                             f"got {weight}")
         return tensor
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, **extras: Any) -> torch.Tensor:
-        if logits.ndim != 4 or target.ndim != 3 or logits.shape[0] != target.shape[0] or logits.shape[2:] != target.shape[1:]:
+        if (logits.ndim != 4 or target.ndim != 3 or logits.shape[0] != target.shape[0]
+                or logits.shape[2:] != target.shape[1:]):
             raise ValueError(
                 f"{type(self).__name__}: expected logits [N,C,H,W] and target [N,H,W] of the same N,H,W; "
                 f"got logits {tuple(logits.shape)} and target {tuple(target.shape)}"
@@ -93,7 +95,8 @@ class SegLoss(nn.Module):
             return valid.float()
         return torch.where(valid, self.weight[labels], torch.zeros((), device=labels.device))
 
-    def probs_onehot(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def probs_onehot(self, logits: torch.Tensor,
+                     target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(softmax probs, one-hot target, valid [N,1,H,W]); probs and one-hot are 0 at ignored pixels."""
         valid, labels = self.valid_and_labels(target)
         valid4 = valid.unsqueeze(1)

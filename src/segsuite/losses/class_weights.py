@@ -77,7 +77,8 @@ def _auto_paths(node: Any, prefix: tuple = ()) -> list[tuple]:
 
 def mask_fingerprint(dataset: Any) -> str:
     """Short digest of the mask files' resolved paths, sizes and mtimes (`dataset.samples` of (image, mask)
-    pairs with a `mask` field): two copies of a dataset at different roots, or edited masks, get different keys. '' without samples."""
+    pairs with a `mask` field): two copies of a dataset at different roots, or edited masks, get different keys.
+    '' without samples."""
     samples = getattr(dataset, "samples", None)
     if not samples:
         return ""
@@ -101,7 +102,8 @@ def cache_key(dataset: Any, num_classes: int, method: str, c: float) -> str:
     split = getattr(dataset, "split", "train")
     suffix = f"-c{c}" if method == "enet" else ""
     fingerprint = mask_fingerprint(dataset)
-    return f"{name}-{split}-n{len(dataset)}-C{num_classes}-{method}{suffix}" + (f"-f{fingerprint}" if fingerprint else "")
+    return (f"{name}-{split}-n{len(dataset)}-C{num_classes}-{method}{suffix}"
+            + (f"-f{fingerprint}" if fingerprint else ""))
 
 
 def resolve_auto_weights(loss_cfg: DictConfig, dataset: Any, cache_dir: Path, method: str = "median_frequency",

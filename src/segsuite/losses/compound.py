@@ -42,7 +42,8 @@ class CEDiceLoss(SegLoss):
         super().__init__(ignore_index, weight)
         self.ce_weight, self.dice_weight = float(ce_weight), float(dice_weight)
         self.ce = CrossEntropyLoss(weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
-        self.dice = DiceLoss(smooth=smooth, per_image=per_image, classes=classes, weight=weight, ignore_index=ignore_index)
+        self.dice = DiceLoss(smooth=smooth, per_image=per_image, classes=classes, weight=weight,
+                             ignore_index=ignore_index)
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor, extras: Mapping[str, Any]) -> torch.Tensor:
         return self.ce_weight * self.ce(logits, target) + self.dice_weight * self.dice(logits, target)
@@ -105,7 +106,8 @@ class ExpLogLoss(RegionLoss):
 
     def compute(self, logits: torch.Tensor, target: torch.Tensor, extras: Mapping[str, Any]) -> torch.Tensor:
         if self.cross_weight is not None and self.cross_weight.numel() != logits.shape[1]:
-            raise ValueError(f"ExpLogLoss: weight has {self.cross_weight.numel()} entries for {logits.shape[1]} classes")
+            raise ValueError(f"ExpLogLoss: weight has {self.cross_weight.numel()} entries "
+                             f"for {logits.shape[1]} classes")
         probs, onehot, _ = self.probs_onehot(logits, target)
         tp, psum, gsum = self.stats(probs, onehot)
         dice = self.ratio(2.0 * tp, psum + gsum)

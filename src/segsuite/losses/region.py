@@ -134,7 +134,8 @@ class GeneralizedDiceLoss(RegionLoss):
         probs, onehot, _ = self.probs_onehot(logits, target)
         tp, psum, gsum = self.stats(probs, onehot)
         present = gsum > 0
-        w = torch.where(present, 1.0 / torch.where(present, gsum, torch.ones_like(gsum)).square(), torch.zeros_like(gsum))
+        w = torch.where(present, 1.0 / torch.where(present, gsum, torch.ones_like(gsum)).square(),
+                        torch.zeros_like(gsum))
         if self.classes == "all":
             w = torch.where(present, w, w.amax(dim=-1, keepdim=True))
         if self.weight is not None:

@@ -10,7 +10,8 @@ from hydra.errors import InstantiationException
 
 FAILURE_FILE = "FAILED"
 # What a run writes before it trains; a directory holding only these records no work.
-_BOOKKEEPING = {".hydra", "train.log", "config.yaml", "config_tree.log", "run_facts.json", "csv", "tensorboard", "wandb"}
+_BOOKKEEPING = {".hydra", "train.log", "config.yaml", "config_tree.log", "run_facts.json", "csv", "tensorboard",
+                "wandb"}
 _PLAIN = (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
 
 

@@ -74,8 +74,9 @@ class SegDataset(Dataset):
             per-pixel targets (e.g. distance maps a loss asks for), computed in the worker.
         uint8_output: return the transform's image as it comes (uint8 when the pipeline does not
             normalise), as a `[3,H,W]` view of its HWC pixels, and the mask as uint8: a quarter and
-            an eighth of the bytes to ship from the workers, and no transposing copy. `SegDataModule` sets it when it moves `Normalize` onto the
-            device (`data.normalize_on_device`); the default keeps the float32 / int64 contract.
+            an eighth of the bytes to ship from the workers, and no transposing copy.
+            `SegDataModule` sets it when it moves `Normalize` onto the device
+            (`data.normalize_on_device`); the default keeps the float32 / int64 contract.
     """
 
     classes: Sequence[str] = ()

@@ -59,7 +59,8 @@ def load_pretrained(
         )
     wrong_shape = [k for k in own if own[k].shape != state[k].shape]
     if wrong_shape:
-        details = ", ".join(f"{k}: model {tuple(own[k].shape)} vs file {tuple(state[k].shape)}" for k in wrong_shape[:10])
+        details = ", ".join(f"{k}: model {tuple(own[k].shape)} vs file {tuple(state[k].shape)}"
+                            for k in wrong_shape[:10])
         raise RuntimeError(f"checkpoint {path} has tensors of the wrong shape for {type(module).__name__}: {details}")
     module.load_state_dict(state, strict=True)
     log.info("loaded pretrained weights from %s", path)
