@@ -103,6 +103,8 @@ def main() -> None:
     parser.add_argument("--train-time-s", type=float, nargs="+", required=True, help="one per stage")
     parser.add_argument("--stages", nargs="+", help="the recipes that trained it in turn (each from the previous best)")
     parser.add_argument("--stage-epochs", nargs="+", help="epochs of each stage")
+    parser.add_argument("--rename", nargs="*", default=[], metavar="OLD=NEW",
+                        help="rewrite these path prefixes in the stored config (e.g. the training checkout)")
     parser.add_argument("--epoch-offset", type=int, default=0, help="epochs before the train run (earlier stages)")
     parser.add_argument("--machine", required=True)
     parser.add_argument("--commit", required=True)
@@ -114,7 +116,8 @@ def main() -> None:
     args = parser.parse_args()
 
     ckpt_out = zoo_dir() / f"{args.name}.ckpt"
-    slim_checkpoint(args.train_run / "checkpoints" / "best.ckpt", ckpt_out, data_dir=args.data_dir)
+    rename = dict(pair.split("=", 1) for pair in args.rename)
+    slim_checkpoint(args.train_run / "checkpoints" / "best.ckpt", ckpt_out, data_dir=args.data_dir, rename=rename)
     ckpt = load_checkpoint(ckpt_out)
     info = ckpt["segsuite"]
     names, palette = list(info["class_names"]), [list(c) for c in info["palette"]]

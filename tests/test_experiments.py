@@ -68,3 +68,26 @@ def test_compile_and_channels_last_train_on_cpu(tmp_path):
     assert 0.0 <= metrics(run)["val/mIoU"] <= 1.0
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     assert all(k.startswith(("net.", "val_miou_best")) for k in state)   # weights once, uncompiled names
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_recipe_trains_a_step(compose_cfg, tmp_path, name):
+    """Each `experiment=` recipe, as shipped, runs one training and one validation batch (fast dev run)
+    on a miniature tree of its dataset; no ImageNet download (`model.pretrained=null`), a small crop,
+    and a staged recipe starts from the shipped weights of the stage before it."""
+    from dataset_trees import BUILDERS, EXTRA_OVERRIDES
+    from segsuite.train import train as train_in_process
+    from segsuite.zoo import load_entry
+
+    cfg = compose_cfg("train", [f"experiment={name}"])
+    root = BUILDERS[cfg.dataset.name](tmp_path / "data")
+    overrides = [f"experiment={name}", f"dataset.root={root}", f"paths.output_dir={tmp_path / 'run'}",
+                 "dataset.crop_size=[64,64]", "data.batch_size=2", "data.val_batch_size=1", "data.num_workers=0",
+                 "debug=fdr", "print_config=false", "logger=csv", *EXTRA_OVERRIDES.get(cfg.dataset.name, [])]
+    if "pretrained" in cfg.model:
+        overrides.append("model.pretrained=null")
+    if OmegaConf.is_missing(cfg, "init_from"):
+        overrides.append(f"init_from={load_entry('camvid_enet_cycle1').checkpoint}")
+    metrics = train_in_process(compose_cfg("train", overrides))
+    assert 0.0 <= metrics["val/mIoU"] <= 1.0

@@ -220,7 +220,8 @@ def test_final_table_is_the_best_epoch_and_run_facts_hold_the_documented_keys(fi
 
 
 # -- crashes and Ctrl-C: a checkpoint at the step, and an exact resume from it -----------------------------
-ENET = ["model=enet", "data.batch_size=4", "trainer.max_epochs=3", "trainer.deterministic=true", "test=false"]
+ENET = [*(a for a in TINY if not a.startswith("model.")), "model=enet", "data.batch_size=4", "trainer.max_epochs=3",
+        "trainer.deterministic=warn", "test=false"]   # max_unpool2d has no deterministic kernel; on CPU it is
 
 
 def drill(step: int, kind: str) -> list[str]:
@@ -234,12 +235,14 @@ def resume_args(stderr: str) -> list[str]:
     return [a for a in shlex.split(command)[3:] if "callbacks.drill" not in a]
 
 
-@pytest.mark.parametrize("kind", ["crash", "interrupt"])
-def test_resume_from_a_crash_mid_epoch_equals_the_uninterrupted_run(tmp_path, kind):
-    """ENet (dropout, BatchNorm) on 16 images in batches of 4: step 6 is the third batch of epoch 2."""
+@pytest.mark.parametrize("kind, workers", [("crash", 0), ("interrupt", 1)])
+def test_resume_from_a_crash_mid_epoch_equals_the_uninterrupted_run(tmp_path, kind, workers):
+    """ENet (dropout, BatchNorm) on 16 images in batches of 4: step 6 is the third batch of epoch 2.
+    Also the test that fails when Lightning changes the loop state the mid-epoch resume relies on."""
     full, broken, resumed = tmp_path / "full", tmp_path / "broken", tmp_path / "resumed"
-    train(full, *ENET)
-    proc = train(broken, *ENET, *drill(6, kind), check=False)
+    common = [a.replace("data.num_workers=0", f"data.num_workers={workers}") for a in ENET]
+    train(full, *common, tiny=False)
+    proc = train(broken, *common, *drill(6, kind), tiny=False, check=False)
     assert proc.returncode == 1
     ckpt = broken / "checkpoints" / "interrupted.ckpt"
     assert ckpt.is_file() and torch.load(ckpt, weights_only=True)["global_step"] == 6

@@ -103,26 +103,31 @@ def outside_band(metrics: dict[str, float], band: dict[str, tuple[float, float]]
     return failures
 
 
-def slim_checkpoint(source: Path, target: Path, data_dir: str | None = None) -> None:
+def slim_checkpoint(source: Path, target: Path, data_dir: str | None = None,
+                    rename: dict[str, str] | None = None) -> None:
     """Write `source` without optimizer, scheduler and callback state (all that evaluation, prediction and
-    export read is kept); `data_dir`, when given, replaces that prefix of the stored dataset roots by
-    `data`, so the checkpoint names no path of the machine it was trained on."""
+    export read is kept); `data_dir`, when given, replaces that prefix of the stored paths by `data`, and
+    each `rename` prefix by its value (e.g. the training checkout by the repository's relative path),
+    so the checkpoint names no path of the machine it was trained on."""
     ckpt: dict[str, Any] = torch.load(source, map_location="cpu", weights_only=True)
     keep = {k: ckpt[k] for k in ("state_dict", "segsuite", "epoch", "global_step", "pytorch-lightning_version")
             if k in ckpt}
+    prefixes = dict(rename or {})
     if data_dir:
-        _relocate_roots(keep["segsuite"]["config"], str(data_dir).rstrip("/"))
+        prefixes[str(data_dir).rstrip("/")] = "data"
+    if prefixes:
+        _relocate(keep["segsuite"]["config"], prefixes)
     target.parent.mkdir(parents=True, exist_ok=True)
     torch.save(keep, target)
 
 
-def _relocate_roots(node: Any, data_dir: str) -> None:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if isinstance(value, str) and value.startswith(data_dir + "/"):
-                node[key] = "data" + value[len(data_dir):]
-            else:
-                _relocate_roots(value, data_dir)
-    elif isinstance(node, list):
-        for value in node:
-            _relocate_roots(value, data_dir)
+def _relocate(node: Any, prefixes: dict[str, str]) -> None:
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in list(items):
+        if isinstance(value, str):
+            for old, new in prefixes.items():
+                if value == old or value.startswith(old.rstrip("/") + "/"):
+                    node[key] = new + value[len(old):]
+                    break
+        else:
+            _relocate(value, prefixes)

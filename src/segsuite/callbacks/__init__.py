@@ -5,7 +5,7 @@ from segsuite.callbacks.images import ValidationImageLogger
 from segsuite.callbacks.interrupt import FailAtStep, StopAfterEpochs
 from segsuite.callbacks.iou_table import IoUTableLogger
 from segsuite.callbacks.progress import PlainProgress
-from segsuite.callbacks.resume import CheckpointOnFailure, StepSeed
+from segsuite.callbacks.resume import CheckpointOnFailure, ContinueInterruptedEpoch, StepSeed
 
-__all__ = ["CheckpointOnFailure", "ConfusionMatrixLogger", "FailAtStep", "IoUTableLogger", "PlainProgress", "StepSeed",
-           "StopAfterEpochs", "ValidationImageLogger"]
+__all__ = ["CheckpointOnFailure", "ConfusionMatrixLogger", "ContinueInterruptedEpoch", "FailAtStep", "IoUTableLogger",
+           "PlainProgress", "StepSeed", "StopAfterEpochs", "ValidationImageLogger"]

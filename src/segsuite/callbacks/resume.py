@@ -51,6 +51,16 @@ class CheckpointOnFailure(OnExceptionCheckpoint):
                   f"{self.ckpt_path}. Resume with:\n  {resume_command(self.ckpt_path)}", file=sys.stderr, flush=True)
 
 
+class ContinueInterruptedEpoch(pl.Callback):
+    """On a resume from a mid-epoch checkpoint (`interrupted.ckpt`), continue the epoch at the batch the
+    interrupted run stopped at, not at its start (`SegDataModule.continue_interrupted_epoch`)."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        if datamodule is not None and hasattr(datamodule, "continue_interrupted_epoch"):
+            datamodule.continue_interrupted_epoch(trainer)
+
+
 class StepSeed(pl.Callback):
     """Seed torch's generators from (seed, step, rank) before every training step.
 

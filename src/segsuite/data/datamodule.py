@@ -78,14 +78,23 @@ def batches_done_in_resumed_epoch(trainer: pl.Trainer | None) -> int:
     """Training batches of the current epoch that a checkpoint being resumed had already run (0 when
     the run is not resuming, or resumes at an epoch boundary).
 
-    Lightning restores its loop counters before it asks for the training dataloader; it then runs
-    only the epoch's remaining batches, but from a fresh iterator. `SeededTrainSampler` therefore
-    starts the resumed epoch where the checkpoint left it.
+    Lightning then runs only the epoch's remaining batches; `SegDataModule.continue_interrupted_epoch`
+    makes them the ones the interrupted run had not reached.
     """
     if trainer is None or not trainer.fit_loop.restarting:
         return 0
-    progress = trainer.fit_loop.epoch_loop.batch_progress.current
-    return int(progress.processed)
+    return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+
+
+def restart_training_iterator(trainer: pl.Trainer) -> None:
+    """Rebuild the fit loop's training iterator (Lightning keeps the one it made before restoring a
+    checkpoint). The one place that touches Lightning's private loop state;
+    tests/test_run_safety.py fails if Lightning changes it."""
+    fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
+    if fetcher is None:
+        raise RuntimeError("pytorch_lightning's fit loop has no `_data_fetcher`: segsuite's mid-epoch resume "
+                           "needs updating for this Lightning version")
+    iter(fetcher)
 
 
 class SegDataModule(pl.LightningDataModule):
@@ -315,21 +324,27 @@ class SegDataModule(pl.LightningDataModule):
         world, rank = self._world()
         batch = self.per_device_batch(self.batch_size)
         sampler = SeededTrainSampler(len(self.datasets["train"]), seed=self.seed, num_replicas=world, rank=rank)
-        done = batches_done_in_resumed_epoch(self.trainer)
-        if 0 < done < self._batches_per_epoch(len(sampler) // batch):
-            # a checkpoint written mid-epoch: the uninterrupted run goes on with the epoch's next batch
-            sampler.start_next_epoch_at(done * batch)
-            log.info("resuming mid-epoch: epoch %d continues at its batch %d", self.trainer.current_epoch, done)
         return self._loader("train", batch, sampler)
 
-    def _batches_per_epoch(self, full: int) -> int:
-        """Training batches per epoch: `full`, or fewer under `trainer.limit_train_batches`."""
-        limit = getattr(self.trainer, "limit_train_batches", None)
-        if isinstance(limit, int) and not isinstance(limit, bool):
-            return min(full, limit)
-        if isinstance(limit, float) and limit < 1.0:
-            return int(full * limit)
-        return full
+    def continue_interrupted_epoch(self, trainer: pl.Trainer) -> int:
+        """On a resume from a checkpoint written mid-epoch, make the training loader continue the epoch
+        where the checkpoint left it; return the batches skipped (0 when not resuming mid-epoch).
+
+        Lightning builds the training iterator before it restores the checkpoint (to count the
+        stepping batches for the schedule), so that iterator would start the epoch over. The
+        sampler is set to the checkpoint's epoch and position, and the loop's iterator rebuilt.
+        """
+        loader = trainer.train_dataloader
+        sampler = getattr(loader, "sampler", None)
+        done = batches_done_in_resumed_epoch(trainer)
+        if not isinstance(sampler, SeededTrainSampler) or not 0 < done < trainer.num_training_batches:
+            return 0
+        sampler.set_epoch(trainer.current_epoch)
+        sampler.start_next_epoch_at(done * loader.batch_size)
+        restart_training_iterator(trainer)
+        log.info("resuming mid-epoch: epoch %d continues at its batch %d of %d", trainer.current_epoch + 1, done + 1,
+                 trainer.num_training_batches)
+        return done
 
     def _eval_loader(self, split: str) -> DataLoader:
         self.setup("validate" if split == "val" else "test")
