@@ -80,6 +80,30 @@ def test_cityscapes_label_id_40_fails_naming_the_label_file(tmp_path):
     assert str(label) in str(err.value)
 
 
+def test_a_jpeg_overwritten_in_place_is_caught_though_it_decodes(tmp_path):
+    """1 KB in the middle of a photo-sized JPEG overwritten (same length): OpenCV still decodes it
+    without an error, the check names the file."""
+    import cv2
+
+    dm, root = camvid_datamodule(tmp_path, name="ade20k", build=trees.build_ade20k_tree)
+    image = root / "images" / "validation" / "ADE_val_00000001.jpg"
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:240, 0:320]
+    photo = np.stack([np.sin(xx / (9 + 4 * c)) * 60 + yy / 3 + rng.normal(0, 12, xx.shape) for c in range(3)], -1)
+    cv2.imwrite(str(image), photo.clip(0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    trees.write_grey_png(root / "annotations" / "validation" / "ADE_val_00000001.png", np.ones((240, 320), np.uint8))
+    assert not dm.check_splits(["val"])["val"].bad   # the intact photo passes
+    data = bytearray(image.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 1024] = rng.integers(0, 256, 1024, dtype=np.uint8).tobytes()
+    image.write_bytes(bytes(data))
+    assert cv2.imdecode(np.frombuffer(bytes(data), np.uint8), cv2.IMREAD_COLOR) is not None  # silently wrong pixels
+    dm, _ = camvid_datamodule(tmp_path / "again", name="ade20k", build=lambda _: root)
+    with pytest.raises(DatasetError, match="damaged JPEG") as err:
+        dm.check_splits(["val"])
+    assert str(image) in str(err.value) and FIX in str(err.value)
+
+
 def test_quick_check_finds_broken_files_and_sizes_but_reads_no_labels(tmp_path):
     dm, root = camvid_datamodule(tmp_path, verify="quick")
     damage_camvid("label value CamVid cannot hold", root)
@@ -137,14 +161,15 @@ def error_lines(proc) -> list[str]:
     return [line for line in proc.stderr.splitlines() if line.strip() and "Warning" not in line and "warn(" not in line]
 
 
-@pytest.mark.parametrize("damage", ["truncated train image (last in the epoch order)", "empty val split"])
+@pytest.mark.parametrize("damage", [*DAMAGE, "empty val split", "empty train split"])
 def test_bad_data_fails_the_run_before_step_zero(tmp_path, damage):
     root = trees.build_camvid_tree(tmp_path / "data")
-    if damage == "empty val split":
-        for folder in (root / "val", root / "valannot"):
+    if damage.startswith("empty"):
+        split = damage.split()[1]
+        for folder in (root / split, root / f"{split}annot"):
             shutil.rmtree(folder)
             folder.mkdir()
-        expected = "the val split is empty"
+        expected = f"the {split} split is empty"
     else:
         expected = str(damage_camvid(damage, root)[1])
     run = tmp_path / "run"
@@ -256,3 +281,17 @@ def test_resume_from_a_crash_mid_epoch_equals_the_uninterrupted_run(tmp_path, ki
     assert [r["val/mIoU"] for r in val_rows(full)[1:]] == [r["val/mIoU"] for r in val_rows(resumed)]
     facts = json.loads((resumed / "run_facts.json").read_text())
     assert facts["resumed_from"]["ckpt_path"] == str(ckpt) and facts["resumed_from"]["global_step"] == 6
+
+
+def test_init_from_starts_a_new_run_from_the_checkpoint_weights(finished_run, compose_cfg, tmp_path):
+    from segsuite.train import build_components
+
+    best = finished_run / "checkpoints" / "best.ckpt"
+    cfg = compose_cfg("train", [*TINY, f"init_from={best}", f"paths.output_dir={tmp_path}"])
+    _, module = build_components(cfg)
+    stored = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    for key, value in module.net.state_dict().items():
+        assert torch.equal(value, stored[f"net.{key}"]), key
+    wider = compose_cfg("train", [*TINY, "model.base_channels=8", f"init_from={best}", f"paths.output_dir={tmp_path}"])
+    with pytest.raises(ValueError, match=f"init_from={best}: its weights do not fit the configured model"):
+        build_components(wider)

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from segsuite.data.datasets.base import IGNORE_INDEX, DatasetError
+from segsuite.data.jpeg import jpeg_stream_problem
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +49,17 @@ def read_bytes(path: Path) -> bytes:
 
 
 def _check_complete(data: bytes, path: Path) -> None:
-    """Raise if a PNG or JPEG file is cut short (decoders may silently return partial images)."""
+    """Raise if a PNG or JPEG file is cut short or a JPEG's compressed data is damaged (decoders may
+    silently return partial or wrong images)."""
     if not data:
         raise DatasetError(f"{path}: the file is empty (0 bytes); re-download or re-extract it.")
     if data.startswith(_PNG_SIGNATURE) and b"IEND" not in data[-16:]:
         raise DatasetError(f"{path}: truncated PNG (no IEND chunk at the end); re-download or re-extract it.")
     if data.startswith(b"\xff\xd8") and _JPEG_EOI not in data[-1024:]:
         raise DatasetError(f"{path}: truncated JPEG (no end-of-image marker); re-download or re-extract it.")
+    if data.startswith(b"\xff\xd8") and (problem := jpeg_stream_problem(data)):
+        raise DatasetError(f"{path}: damaged JPEG ({problem}); the decoder would return wrong pixels without an "
+                           f"error. Re-download or re-extract it.")
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -16,6 +16,7 @@ and the fix, or, with `data.skip_bad=true`, is left out of the split and counted
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -103,7 +104,7 @@ def _header_size(path: Path) -> tuple[int, int] | None:
     data = dataio.read_bytes(path)
     dataio._check_complete(data, path)
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data)) as im:
             return im.size
     except OSError as err:
         raise DatasetError(f"{path}: not a readable image ({err}); re-download or re-extract it.") from err
