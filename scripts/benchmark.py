@@ -57,7 +57,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
-sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]  # run from a checkout; tests/ has the tree builders
+sys.path.insert(0, str(REPO / "src"))  # run from a checkout without install
 
 from segsuite.catalog import model_config
 from segsuite.losses import CrossEntropyLoss
@@ -352,11 +352,10 @@ def bench_dataset(name: str, overrides: list[str], size: tuple[int, int], workdi
     normalisation runs on the device after the transfer; its cost per image there is timed on its
     own. Beside it, the pipeline that normalises in the worker (`normalize_on_device=false`).
     """
-    import dataset_trees as trees
     from segsuite.data.datamodule import collate
     from segsuite.data.transforms import build_pipeline, split_off_normalize
-    from test_datasets import compose
-    from test_datasets_speed import rewrite_at_size
+    from segsuite.testing import dataset_trees as trees
+    from segsuite.testing.dataset_trees import compose, rewrite_at_size
 
     trees.BUILDERS[name](workdir)
     cfg = compose(name, workdir, overrides)

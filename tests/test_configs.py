@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import CONF
-from dataset_trees import BUILDERS, EXTRA_OVERRIDES
+from segsuite.testing.dataset_trees import BUILDERS, EXTRA_OVERRIDES
 from segsuite.train import train
 
 # groups whose options are selected as `group=option` on the train config

@@ -8,22 +8,14 @@ import numpy as np
 import pytest
 import scipy.io
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from PIL import Image
 
-import dataset_trees as trees
 from segsuite.catalog import group_config
+from segsuite.testing import dataset_trees as trees
+from segsuite.testing.dataset_trees import compose
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-
-
-def compose(name: str, data_dir: Path, overrides: list[str] = ()) -> OmegaConf:
-    """{paths, dataset, augmentation} as Hydra would compose them (hand-made `paths`)."""
-    cfg = OmegaConf.create({"paths": {"data_dir": str(data_dir)},
-                            "dataset": group_config("dataset", name, CONF),
-                            "augmentation": group_config("augmentation", "default", CONF)})
-    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
 
 
 def build(cfg, split: str, **kwargs):

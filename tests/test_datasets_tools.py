@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-import dataset_trees as trees
+from segsuite.testing import dataset_trees as trees
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 

@@ -76,7 +76,7 @@ def test_every_recipe_trains_a_step(compose_cfg, tmp_path, name):
     """Each `experiment=` recipe, as shipped, runs one training and one validation batch (fast dev run)
     on a miniature tree of its dataset; no ImageNet download (`model.pretrained=null`), a small crop,
     and a staged recipe starts from the shipped weights of the stage before it."""
-    from dataset_trees import BUILDERS, EXTRA_OVERRIDES
+    from segsuite.testing.dataset_trees import BUILDERS, EXTRA_OVERRIDES
     from segsuite.train import train as train_in_process
     from segsuite.zoo import load_entry
 

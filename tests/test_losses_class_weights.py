@@ -99,8 +99,8 @@ def test_cli_prints_override(tmp_path, capsys, monkeypatch):
 
 
 def test_cache_key_tells_copies_at_different_roots_apart(tmp_path):
-    from dataset_trees import build_camvid_tree
     from segsuite.data.datasets import CamVid
+    from segsuite.testing.dataset_trees import build_camvid_tree
 
     names = [str(i) for i in range(11)]
     first = CamVid(build_camvid_tree(tmp_path / "a"), split="train", class_names=names)

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-import dataset_trees as trees
 from runs import TINY, run_module, train, val_rows
 from segsuite.data.datamodule import SegDataModule
 from segsuite.data.datasets.base import DatasetError
-from test_datasets import compose
+from segsuite.testing import dataset_trees as trees
+from segsuite.testing.dataset_trees import compose
 
 FIX = "data.skip_bad=true"
 

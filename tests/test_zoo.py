@@ -11,9 +11,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from dataset_trees import build_camvid_tree
 from runs import run_module
 from segsuite.checkpoint import build_net, load_checkpoint
+from segsuite.testing.dataset_trees import build_camvid_tree
 from segsuite.zoo import REQUIRED_KEYS, available, load_entry, outside_band, sha256_of
 
 REPO = Path(__file__).resolve().parents[1]

@@ -55,8 +55,9 @@ def build_components(cfg: DictConfig, check: Sequence[str] = ()) -> tuple[pl.Lig
         load_net_weights(net, load_checkpoint(cfg.init_from), cfg.model, source=f"init_from={cfg.init_from}")
     loss_cfg = cfg.loss
     if has_auto_weights(loss_cfg):
+        cache_dir = Path(cfg.data.get("cache_dir") or Path(cfg.paths.data_dir) / ".segsuite_cache")
         loss_cfg = resolve_auto_weights(
-            loss_cfg, datamodule.raw_dataset("train"), Path(cfg.paths.data_dir) / ".segsuite_cache",
+            loss_cfg, datamodule.raw_dataset("train"), cache_dir,
             method=cfg.class_weights_method,
         )
     criterion = instantiate(loss_cfg)

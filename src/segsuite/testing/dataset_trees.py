@@ -11,15 +11,19 @@ from __future__ import annotations
 import importlib.util
 import json
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 import scipy.io
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from segsuite.catalog import group_config
+
 SIZE = (12, 16)  # H, W of the tiny images
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]  # the checkout: scripts/prepare_voc_aug.py builds VOC aug
 
 # raw label values each dataset's files may hold
 CAMVID_RAW = list(range(12))                                  # 0..10 classes, 11 void
@@ -246,3 +250,56 @@ BUILDERS = {
 }
 # extra overrides a training run needs on these trees (the folder dataset's class count is required)
 EXTRA_OVERRIDES = {"folder": [f"dataset.num_classes={len(FOLDER_CLASSES)}"]}
+
+
+# -- photo-sized files for timing (benchmark, speed tests) ------------------------------------------
+def photo_like(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+    """Smooth colour gradients plus a few flat shapes and mild noise (compresses like a photo)."""
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    image = np.zeros((h, w, 3), np.float32)
+    for c in range(3):
+        a, b, f = rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(2, 6)
+        image[..., c] = 128 + 60 * np.sin(f * (a * xx / w + b * yy / h) * np.pi)
+    for _ in range(6):
+        y0, x0 = rng.integers(0, h), rng.integers(0, w)
+        image[y0:y0 + h // 4, x0:x0 + w // 4] = rng.uniform(0, 255, 3)
+    image += rng.normal(0, 4, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def region_labels(rng: np.random.Generator, size: tuple[int, int], values: list[int]) -> np.ndarray:
+    """Labels in large rectangular regions drawn from `values`."""
+    h, w = size
+    labels = np.full(size, values[0], np.uint8)
+    for _ in range(12):
+        y0, x0 = rng.integers(0, h), rng.integers(0, w)
+        labels[y0:y0 + rng.integers(h // 8, h // 2), x0:x0 + rng.integers(w // 8, w // 2)] = rng.choice(values)
+    return labels
+
+
+RAW_VALUES = {"camvid": CAMVID_RAW, "voc_aug": list(range(21)), "cityscapes": CITYSCAPES_RAW,
+              "ade20k": ADE20K_RAW, "cocostuff164k": COCO164K_RAW, "cocostuff10k": COCO10K_RAW,
+              "folder": FOLDER_RAW}
+
+
+def rewrite_at_size(dataset, name: str, size: tuple[int, int]) -> None:
+    """Overwrite every sample's image and label file in place, same names and encodings, at `size`."""
+    rng = np.random.default_rng(0)
+    for sample in dataset.samples:
+        write_image(sample.image, photo_like(rng, size))
+        labels = region_labels(rng, size, RAW_VALUES[name])
+        if sample.mask.suffix == ".mat":
+            scipy.io.savemat(sample.mask, {"S": labels.astype(np.uint16)}, do_compression=True)
+        elif Image.open(sample.mask).mode == "P":
+            write_palette_png(sample.mask, labels)
+        else:
+            write_grey_png(sample.mask, labels)
+
+
+def compose(name: str, data_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
+    """{paths, dataset, augmentation} as Hydra would compose them for `dataset=<name>` (hand-made `paths`)."""
+    cfg = OmegaConf.create({"paths": {"data_dir": str(data_dir)},
+                            "dataset": group_config("dataset", name),
+                            "augmentation": group_config("augmentation", "default")})
+    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
