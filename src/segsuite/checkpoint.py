@@ -11,11 +11,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint written by `segsuite.train` (on CPU), checking that it is one."""
+def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
+    """Load a checkpoint written by `segsuite.train` (on CPU), checking that it is one; errors name
+    the setting `key` it came from."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file")
+        raise FileNotFoundError(f"{key}={path}: no such checkpoint file")
     # Lightning checkpoints hold plain containers, tensors and numbers: weights_only is enough.
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if "segsuite" not in ckpt or "state_dict" not in ckpt:
@@ -43,6 +44,15 @@ def run_config(ckpt: dict[str, Any]) -> DictConfig:
     return OmegaConf.create(ckpt["segsuite"]["config"])
 
 
+def _load_net_state(net: nn.Module, ckpt: dict[str, Any], what: str) -> None:
+    """Load the checkpoint's `net.*` weights into `net` strictly; a mismatch fails with its first line."""
+    state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{what}: {str(err).splitlines()[0]} ...") from err
+
+
 def load_net_weights(net: nn.Module, ckpt: dict[str, Any], model_cfg: DictConfig, source: str) -> None:
     """Copy the checkpoint's network weights into `net` (built from `model_cfg`), strictly.
 
@@ -55,12 +65,7 @@ def load_net_weights(net: nn.Module, ckpt: dict[str, Any], model_cfg: DictConfig
             f"{source} holds {describe(ckpt)}, but the run builds {model_cfg.get('_target_')} with "
             f"{model_cfg.get('num_classes')} classes; start from a checkpoint of the same model and dataset"
         )
-    state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"{source}: its weights do not fit the configured model: "
-                         f"{str(err).splitlines()[0]} ...") from err
+    _load_net_state(net, ckpt, f"{source}: its weights do not fit the configured model")
 
 
 def build_net(ckpt: dict[str, Any], model_cfg: DictConfig | None = None) -> nn.Module:
@@ -78,12 +83,6 @@ def build_net(ckpt: dict[str, Any], model_cfg: DictConfig | None = None) -> nn.M
         )
     cfg = OmegaConf.merge(cfg, {"pretrained": None} if "pretrained" in cfg else {})
     net = instantiate(cfg)
-    state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ValueError(
-            f"the checkpoint's weights do not fit its stored model config ({stored.get('_target_')} with "
-            f"{stored.get('num_classes')} classes): {str(err).splitlines()[0]} ..."
-        ) from err
+    _load_net_state(net, ckpt, f"the checkpoint's weights do not fit its stored model config "
+                               f"({stored.get('_target_')} with {stored.get('num_classes')} classes)")
     return net

@@ -21,19 +21,10 @@ NUMERIC_KEYS: dict[str, tuple[type, float, str]] = {
 }
 
 
-def _select(cfg: DictConfig, dotted: str) -> Any:
-    node: Any = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, DictConfig) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def check_config_values(cfg: DictConfig) -> None:
     """Raise naming the key, the value and an example when a numeric setting is not a number."""
     for key, (kind, low, what) in NUMERIC_KEYS.items():
-        value = _select(cfg, key)
+        value = OmegaConf.select(cfg, key)
         if value is None:
             continue
         ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -54,7 +45,7 @@ def load_resume_checkpoint(path: str | Path, cfg: DictConfig) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{where}: no such checkpoint file")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # Lightning reads it again
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as err:
         raise ValueError(f"{where}: not a readable PyTorch checkpoint ({type(err).__name__}); pass the last.ckpt, "
                          f"interrupted.ckpt or best.ckpt of a segsuite training run") from None

@@ -52,7 +52,8 @@ def build_components(cfg: DictConfig, check: Sequence[str] = ()) -> tuple[pl.Lig
     datamodule.check_splits(list(check))
     net = instantiate(cfg.model)
     if cfg.get("init_from"):
-        load_net_weights(net, load_checkpoint(cfg.init_from), cfg.model, source=f"init_from={cfg.init_from}")
+        load_net_weights(net, load_checkpoint(cfg.init_from, key="init_from"), cfg.model,
+                         source=f"init_from={cfg.init_from}")
     loss_cfg = cfg.loss
     if has_auto_weights(loss_cfg):
         cache_dir = Path(cfg.data.get("cache_dir") or Path(cfg.paths.data_dir) / ".segsuite_cache")

@@ -41,13 +41,13 @@ class CheckpointOnFailure(OnExceptionCheckpoint):
         super().__init__(dirpath=str(dirpath), filename=filename)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if trainer.state.fn != "fit" or trainer.sanity_checking or trainer.global_step == 0 and \
-                trainer.fit_loop.epoch_loop.batch_progress.current.processed == 0:
+        trained = trainer.global_step > 0 or trainer.fit_loop.epoch_loop.batch_progress.current.processed > 0
+        if trainer.state.fn != "fit" or trainer.sanity_checking or not trained:
             return  # nothing trained yet: nothing to keep
         super().on_exception(trainer, pl_module, exception)
         if trainer.is_global_zero:
             what = "interrupted" if isinstance(exception, KeyboardInterrupt) else f"failed ({type(exception).__name__})"
-            print(f"\nTraining {what} at epoch {trainer.current_epoch}, step {trainer.global_step}; saved "
+            print(f"\nTraining {what} in epoch {trainer.current_epoch + 1}, at step {trainer.global_step}; saved "
                   f"{self.ckpt_path}. Resume with:\n  {resume_command(self.ckpt_path)}", file=sys.stderr, flush=True)
 
 

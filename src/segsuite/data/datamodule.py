@@ -322,9 +322,8 @@ class SegDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
         world, rank = self._world()
-        batch = self.per_device_batch(self.batch_size)
         sampler = SeededTrainSampler(len(self.datasets["train"]), seed=self.seed, num_replicas=world, rank=rank)
-        return self._loader("train", batch, sampler)
+        return self._loader("train", self.per_device_batch(self.batch_size), sampler)
 
     def continue_interrupted_epoch(self, trainer: pl.Trainer) -> int:
         """On a resume from a checkpoint written mid-epoch, make the training loader continue the epoch

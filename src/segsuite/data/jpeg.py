@@ -43,24 +43,26 @@ def jpeg_stream_problem(data: bytes) -> str | None:
             return f"segment 0x{marker:02X} at byte {pos - 1} has an impossible length {length}"
         pos += length
         if marker == _SOS:
-            pos = _end_of_scan(data, pos)
-            if pos < 0:
-                return f"damaged compressed data (0xFF 0x{data[-pos]:02X} at byte {-pos - 1})"
+            pos, bad = _end_of_scan(data, pos)
+            if bad:
+                return f"damaged compressed data (0xFF 0x{data[pos + 1]:02X} at byte {pos})"
     return "no end-of-image marker"
 
 
-def _end_of_scan(data: bytes, pos: int) -> int:
-    """Position of the marker that ends the entropy-coded data starting at `pos`; -(offset of the bad
-    byte) when a 0xFF is followed by a byte that cannot follow it there."""
+def _end_of_scan(data: bytes, pos: int) -> tuple[int, bool]:
+    """(position of the marker that ends the entropy-coded data starting at `pos`, False), or (position
+    of a 0xFF followed by a byte that cannot follow it there, True)."""
     size = len(data)
     while True:
         pos = data.find(b"\xff", pos)
         if pos < 0 or pos + 1 >= size:
-            return size
+            return size, False
         following = data[pos + 1]
-        if following == 0x00 or following in _RST or following == 0xFF:
-            pos += 1 if following == 0xFF else 2
-            continue
-        if following == _EOI or following == _SOS or following in _SEGMENTS:
-            return pos
-        return -(pos + 1)
+        if following == 0xFF:  # fill byte
+            pos += 1
+        elif following == 0x00 or following in _RST:  # stuffed 0xFF, restart marker
+            pos += 2
+        elif following in (_EOI, _SOS) or following in _SEGMENTS:
+            return pos, False
+        else:
+            return pos, True
