@@ -35,7 +35,7 @@ test-slow: install ## Run the slow tests (full training runs, convergence checks
 	$(PY) -m pytest -q -m slow $(ARGS)
 
 bench: install ## Run the benchmark harness (writes outputs/benchmark/benchmark.{json,md})
-	$(PY) scripts/benchmark.py $(ARGS)
+	$(PY) -m segsuite.benchmark $(ARGS)
 
 lint: install ## Lint with ruff
 	$(PY) -m ruff check src tests scripts

@@ -26,25 +26,38 @@ import sys
 import time
 from pathlib import Path
 
+from segsuite import catalog
+
 REPO = Path(__file__).resolve().parents[1]
-LOSSES = ["ce", "focal", "dpce", "dice", "gdice", "ce_dice", "iou", "tversky", "focal_tversky", "lovasz",
-          "boundary", "hausdorff", "combo", "ell"]
-# Every architecture with a small backbone/width so the matrix fits a CPU budget; the
-# architecture-defining design (heads, skips, unpooling, dilation) is unchanged. Every entry gets
-# the same budget (images, size, batch, epochs, schedule, optimizer); FCN-8s alone takes a 10x
-# lower learning rate: it is the one network without normalisation layers (VGG16 + fc6/fc7 as
-# convs), and from scratch at AdamW 2e-3 it predicts background only for the first 100-200 steps.
-MODELS = {
+SMALL_BACKBONE = "resnet18"
+# Every architecture (`catalog.architectures()`) at a small backbone/width so the matrix fits a CPU
+# budget; the architecture-defining design (heads, skips, unpooling, dilation) is unchanged: every
+# model on a ResNet gets ResNet-18, and these entries their own settings. Every entry gets the same
+# budget (images, size, batch, epochs, schedule, optimizer); FCN-8s alone takes a 10x lower learning
+# rate: it is the one network without normalisation layers (VGG16 + fc6/fc7 as convs), and from
+# scratch at AdamW 2e-3 it predicts background only for the first 100-200 steps.
+OWN_SETTINGS = {
     "unet": ["model=unet_slim"],  # the quick start's slim U-Net (width 16, BatchNorm)
-    "enet": ["model=enet"],
-    "segnet": ["model=segnet"],
-    "fcn8s": ["model=fcn8s", "optimizer.lr=2e-4"],
-    "pspnet": ["model=pspnet", "model.backbone=resnet18"],
-    "deeplabv3plus": ["model=deeplabv3plus", "model.backbone=resnet18"],
-    "upernet": ["model=upernet", "model.backbone=resnet18"],
-    "gcn": ["model=gcn", "model.backbone=resnet18"],
-    "duc_hdc": ["model=duc_hdc", "model.backbone=resnet18"],
+    "fcn8s": ["optimizer.lr=2e-4"],
 }
+
+
+def model_entries() -> dict[str, list[str]]:
+    """Overrides of each architecture's run: `model=<name>`, ResNet-18 where it sits on a ResNet, its own settings."""
+    unknown = sorted(set(OWN_SETTINGS) - set(catalog.architectures()))
+    if unknown:
+        raise KeyError(f"OWN_SETTINGS names {unknown}, which are not architectures: {catalog.architectures()}")
+    entries = {}
+    for name in catalog.architectures():
+        overrides = [f"model={name}"]
+        if catalog.takes_backbone(name, SMALL_BACKBONE):
+            overrides.append(f"model.{catalog.backbone_key(name)}={SMALL_BACKBONE}")
+        own = OWN_SETTINGS.get(name, [])
+        overrides = [o for o in overrides if not any(o.split("=")[0] == p.split("=")[0] for p in own)]
+        entries[name] = overrides + own
+    return entries
+
+
 COMMON = ["print_config=false", "trainer.enable_progress_bar=false", "test=false", "logger=csv"]
 
 
@@ -75,9 +88,9 @@ def main() -> None:
 
     budget = [f"trainer.max_epochs={args.epochs}", *args.extra]
     if args.kind == "losses":
-        entries = {name: [f"loss={name}"] for name in LOSSES}
+        entries = {name: [f"loss={name}"] for name in catalog.config_names("loss")}
     else:
-        entries = dict(MODELS)
+        entries = model_entries()
     if args.only:
         entries = {k: v for k, v in entries.items() if k in args.only.split(",")}
     out_root = Path(args.out) / f"convergence_{args.kind}" / time.strftime("%Y-%m-%d_%H-%M-%S")

@@ -25,6 +25,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
+from segsuite import catalog
 from segsuite.catalog import model_config, model_dir, model_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +75,7 @@ def build(name: str, num_classes: int, overrides: dict, device: str) -> torch.nn
         }
     )
     for key, value in overrides.items():
-        cfg.model[key] = value
+        OmegaConf.update(cfg.model, key, value, merge=False)  # dotted keys reach the backbone node
     with torch.device(device):
         return hydra.utils.instantiate(cfg.model)
 
@@ -105,27 +106,23 @@ def measure(name: str, num_classes: int, overrides: dict) -> dict:
 
 def variants(name: str) -> list[tuple[str, dict]]:
     """(label, overrides) rows for one architecture: default, paper setting, small backbone."""
-    cfg = model_config(name, ROOT / "conf")
     rows = [("default", {})]
     if name in PAPER_OVERRIDES:
         rows.append(("paper", PAPER_OVERRIDES[name]))
-    backbone = cfg.get("backbone")
-    if isinstance(backbone, str) and backbone.startswith("resnet") and backbone != SMALL_BACKBONE:
-        rows.append(("small", {"backbone": SMALL_BACKBONE}))
+    if catalog.takes_backbone(name, SMALL_BACKBONE) and catalog.model_backbone(name) != SMALL_BACKBONE:
+        rows.append(("small", {catalog.backbone_key(name): SMALL_BACKBONE}))
     return rows
 
 
 def describe(name: str, overrides: dict) -> str:
     cfg = model_config(name, ROOT / "conf")
     parts = []
-    if "backbone" in cfg:
-        parts.append(str(overrides.get("backbone", cfg.backbone)))
-    elif name.startswith("fcn"):
-        parts.append("VGG16")
-    elif name == "segnet":
-        parts.append("VGG16-BN")
-    if "output_stride" in cfg:
-        parts.append(f"OS{overrides.get('output_stride', cfg.output_stride)}")
+    if catalog.has_backbone(name):
+        parts.append(str(overrides.get(catalog.backbone_key(name), catalog.model_backbone(name))))
+    backbone = cfg.get("backbone")
+    stride = cfg.get("output_stride", backbone.get("output_stride") if OmegaConf.is_dict(backbone) else None)
+    if stride is not None:
+        parts.append(f"OS{stride}")
     if "base_channels" in cfg:
         parts.append(f"width {overrides.get('base_channels', cfg.base_channels)}")
     return " ".join(parts) or "-"

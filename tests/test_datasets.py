@@ -10,7 +10,7 @@ import scipy.io
 from hydra.utils import instantiate
 from PIL import Image
 
-from segsuite.catalog import group_config
+from segsuite.catalog import config_names, group_config, needs_files, own_data
 from segsuite.testing import dataset_trees as trees
 from segsuite.testing.dataset_trees import compose
 
@@ -297,6 +297,8 @@ def test_crop_sizes():
     expected = {"camvid": [360, 480], "voc": [512, 512], "voc_aug": [512, 512], "cityscapes": [512, 1024],
                 "cityscapes_coarse": [512, 1024], "ade20k": [512, 512], "cocostuff164k": [512, 512],
                 "cocostuff10k": [512, 512]}
+    released = {n for n in config_names("dataset") if needs_files(n) and not own_data(n)}
+    assert set(expected) == released, "every released dataset's training crop is checked here"
     for name, crop in expected.items():
         assert list(group_config("dataset", name, CONF).crop_size) == crop, name
 

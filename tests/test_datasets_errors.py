@@ -12,6 +12,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from PIL import Image
 
+from segsuite.catalog import config_names, needs_files
 from segsuite.data.datasets.base import DatasetError
 from segsuite.testing import dataset_trees as trees
 from segsuite.testing.dataset_trees import compose
@@ -41,7 +42,7 @@ def load_all(ds) -> list[str]:
     return [ds[i]["name"] for i in range(len(ds))]
 
 
-@pytest.mark.parametrize("name", sorted(trees.BUILDERS))
+@pytest.mark.parametrize("name", [n for n in config_names("dataset") if needs_files(n)])
 def test_missing_root_names_tree_and_download(tmp_path, name):
     cfg = compose(name, tmp_path, trees.EXTRA_OVERRIDES.get(name, []) + ["dataset.class_names=[a,b,c]"]
                   if name == "folder" else [])

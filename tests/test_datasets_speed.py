@@ -17,20 +17,26 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
+from segsuite import catalog
 from segsuite.data.transforms import build_pipeline, split_off_normalize
-from segsuite.testing import dataset_trees as trees
 from segsuite.testing.dataset_trees import compose, rewrite_at_size
 
-# (config, builder overrides, official image size H x W)
-CASES = [
-    ("camvid", [], (360, 480)),
-    ("voc_aug", [], (375, 500)),
-    ("cityscapes", [], (1024, 2048)),
-    ("ade20k", [], (512, 683)),
-    ("cocostuff164k", [], (480, 640)),
-    ("cocostuff10k", [], (480, 640)),
-    ("folder", trees.EXTRA_OVERRIDES["folder"], (512, 512)),
-]
+
+def cases() -> list[tuple[str, list[str], tuple[int, int]]]:
+    """(dataset, tree overrides, image size) of every dataset with a miniature tree: its official image
+    size (None where its class declares none: the test fails), for your own data its training crop."""
+    out = []
+    for name in catalog.config_names("dataset"):
+        if catalog.tree_builder(name) is None:
+            continue
+        size = catalog.official_image_size(name)
+        if size is None and catalog.own_data(name):
+            size = tuple(catalog.group_config("dataset", name).crop_size)
+        out.append((name, catalog.tree_overrides(name), size))
+    return out
+
+
+CASES = cases()
 
 
 def rate(fn, count: int, min_seconds: float) -> float:
@@ -43,7 +49,7 @@ def rate(fn, count: int, min_seconds: float) -> float:
 
 
 def measure(name: str, overrides: list[str], size: tuple[int, int], workdir: Path, min_seconds: float = 2.0) -> dict:
-    trees.BUILDERS[name](workdir)
+    catalog.tree_builder(name)(workdir)
     cfg = compose(name, workdir, overrides)
     raw = instantiate(cfg.dataset.train, transform=None)
     rewrite_at_size(raw, name, size)
@@ -67,6 +73,7 @@ def table(rows: list[dict]) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("name, overrides, size", CASES, ids=[c[0] for c in CASES])
 def test_one_worker_keeps_up(tmp_path, name, overrides, size):
+    assert size is not None, f"{name}: its dataset class declares no `official_image_size`"
     result = measure(name, overrides, size, tmp_path, min_seconds=1.0)
     assert result["decode_aug"] > 3.0, result  # one worker; a run uses several
 
@@ -76,7 +83,7 @@ if __name__ == "__main__":
 
     cv2.setNumThreads(1)
     rows = []
-    for case in CASES:
+    for case in (c for c in CASES if c[2] is not None):
         with tempfile.TemporaryDirectory() as tmp:
             rows.append(measure(*case, Path(tmp)))
             print(rows[-1], flush=True)

@@ -87,7 +87,7 @@ def test_different_normalisations_per_split_are_refused(compose_cfg):
 
 
 def test_uint8_images_never_reach_the_model(compose_cfg, tmp_path):
-    from segsuite.train import build_components
+    from segsuite.build import build_components
 
     cfg = compose_cfg("train", [*SMALL, "model.base_channels=4", "model.depth=2", f"paths.output_dir={tmp_path}"])
     _, module = build_components(cfg)

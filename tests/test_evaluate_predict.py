@@ -15,7 +15,8 @@ from PIL import Image
 from runs import run_module, train
 from segsuite.checkpoint import build_net, load_checkpoint
 from segsuite.data.datasets import SyntheticShapes
-from segsuite.evaluate import EvalRecorder, evaluate
+from segsuite.evaluate import evaluate
+from segsuite.evaluation import EvalRecorder
 from segsuite.predict import predict
 from segsuite.utils.paths import config_dir
 from segsuite.utils.resolvers import register_resolvers

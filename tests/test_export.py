@@ -20,16 +20,12 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from runs import run_module
-from segsuite.catalog import model_config, model_names
+from segsuite.catalog import backbone_key, model_config, model_names, takes_backbone
 from segsuite.checkpoint import build_net, load_checkpoint
-from segsuite.export import (
-    ExportableAdaptiveAvgPool2d,
-    compare_input,
-    export,
-    exportable_max_unpool2x,
-    exported_runner,
-    onnx_pool_index_outputs,
-)
+from segsuite.deploy.check import compare_input
+from segsuite.deploy.exportable import ExportableAdaptiveAvgPool2d, exportable_max_unpool2x
+from segsuite.deploy.formats import exported_runner, onnx_pool_index_outputs
+from segsuite.export import export
 from segsuite.utils.paths import config_dir
 
 MODEL_NAMES = model_names()
@@ -46,12 +42,10 @@ def make_checkpoint(path: Path, name: str) -> Path:
     cfg = model_config(name)
     cfg.num_classes = CLASSES
     for key, value in SMALL.items():
-        if key in cfg:
+        if cfg.get(key) is not None:  # a null keeps its meaning (GCN's score-map width = num_classes)
             cfg[key] = value
-    if name == "gcn":
-        cfg.channels = None  # the paper's score-map width = num_classes
-    if isinstance(cfg.get("backbone"), str):
-        cfg.backbone = "resnet18"
+    if takes_backbone(name, "resnet18"):  # the ResNet models; FCN/SegNet keep their VGG
+        OmegaConf.update(cfg, backbone_key(name), "resnet18")
     torch.manual_seed(0)
     net = instantiate(cfg)
     with torch.no_grad():  # non-trivial BatchNorm statistics, so eval-mode BN is really exercised

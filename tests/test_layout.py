@@ -6,6 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from segsuite.models.backbones.resnet import resnet
+from segsuite.models.backbones.vgg import vgg16
 from segsuite.models.deeplabv3plus import DeepLabV3Plus
 from segsuite.models.fcn import FCN
 from segsuite.models.nchw import NCHWConv2d
@@ -116,9 +118,9 @@ def test_only_the_measured_wide_convolutions_are_nchw_convs():
     """UPerNet's FPN fuse, PSPNet's bottleneck and FCN's fc6 (where whole steps were faster);
     nothing in the ResNet backbones."""
     models = {
-        "upernet": UPerNet(5, backbone="resnet18"),
-        "pspnet": PSPNet(5, backbone="resnet18"),
-        "fcn8s": FCN(5, stride=8),
+        "upernet": UPerNet(5, resnet("resnet18")),
+        "pspnet": PSPNet(5, resnet("resnet18", output_stride=8)),
+        "fcn8s": FCN(5, vgg16(fully_conv=True), stride=8),
     }
     found = {name: sorted(n for n, m in model.named_modules() if isinstance(m, NCHWConv2d))
              for name, model in models.items()}
@@ -137,8 +139,8 @@ def test_cat_channels_keeps_the_reference_layout_with_a_broadcast_part():
 
 
 @pytest.mark.parametrize("build", [
-    lambda: DeepLabV3Plus(5, backbone="resnet18"), lambda: PSPNet(5, backbone="resnet18"),
-    lambda: UPerNet(5, backbone="resnet18"),
+    lambda: DeepLabV3Plus(5, resnet("resnet18", output_stride=16)),
+    lambda: PSPNet(5, resnet("resnet18", output_stride=8)), lambda: UPerNet(5, resnet("resnet18")),
 ], ids=["deeplabv3plus", "pspnet", "upernet"])
 def test_channels_last_networks_stay_channels_last_through_their_pooling_heads(build):
     """Every convolution and BatchNorm of a channels_last network gets a channels_last input

@@ -1,8 +1,8 @@
 """One shared test base over every architecture config in conf/model/*.yaml.
 
 Each model is built from its shipped yaml through `hydra.utils.instantiate` (so the configs are
-exercised), once with its default settings and, where the yaml names a ResNet backbone, once
-with a small one (ResNet-18; their default-backbone case runs in the slow suite). Every case
+exercised), once with its default settings and, where the yaml's `backbone:` node names a
+ResNet, once with a small one (ResNet-18; their default-backbone case runs in the slow suite). Every case
 runs the same checks: forward/backward at an odd size, eval with a batch of one, output shape,
 auxiliary outputs, finite gradients, state-dict round trip and `torch.jit.trace`. Heavy nets run
 at 97x131 in the fast suite; 360x480 is fast only for the light ones (the rest is marked slow).
@@ -19,6 +19,8 @@ import torch
 from omegaconf import OmegaConf
 
 from segsuite.catalog import model_config, model_names
+from segsuite.models.backbones.base import Backbone
+from segsuite.models.base import SegmentationModel
 
 MODEL_NAMES = model_names()
 NUM_CLASSES = 5
@@ -27,8 +29,8 @@ SMALL_ODD_SIZE = (33, 47)  # for the checks that compare two runs (round trip, t
 PAPER_SIZE = (360, 480)
 # Cheap enough for a forward/backward at 360x480 in the fast suite (with their yaml defaults).
 LIGHT_MODELS = {"unet_slim", "enet"}
-# Overrides that give a model its small variant; a yaml with a string `backbone: resnetXX` gets
-# ResNet-18 unless listed here. The paper's U-Net (width 64) runs in the slow suite; width 16 here.
+# Overrides (dotted keys) that give a model its small variant; a yaml whose `backbone.name` is a
+# ResNet gets ResNet-18 unless listed here. The paper's U-Net (width 64) runs in the slow suite; width 16 here.
 SMALL_OVERRIDES: dict[str, dict] = {"unet": {"base_channels": 16}}
 SMALL_BACKBONE = "resnet18"
 
@@ -43,18 +45,19 @@ def small_overrides(name: str) -> dict | None:
     if name in SMALL_OVERRIDES:
         return SMALL_OVERRIDES[name]
     backbone = load_yaml(name).get("backbone")
-    if isinstance(backbone, str) and backbone.startswith("resnet") and backbone != SMALL_BACKBONE:
-        return {"backbone": SMALL_BACKBONE}
+    if backbone is not None and backbone.name.startswith("resnet") and backbone.name != SMALL_BACKBONE:
+        return {"backbone.name": SMALL_BACKBONE}
     return None
 
 
 def build_model(
     name: str, overrides: dict | None = None, seed: int = 0, device: str = "cpu"
 ) -> torch.nn.Module:
-    """Instantiate conf/model/<name>.yaml with `dataset.num_classes` resolved."""
+    """Instantiate conf/model/<name>.yaml with `dataset.num_classes` resolved; `overrides` keys may
+    be dotted (`backbone.name`), as on the command line."""
     cfg = OmegaConf.create({"dataset": {"num_classes": NUM_CLASSES}, "model": load_yaml(name)})
     for key, value in (overrides or {}).items():
-        cfg.model[key] = value
+        OmegaConf.update(cfg.model, key, value, merge=False)
     torch.manual_seed(seed)
     with torch.device(device):
         return hydra.utils.instantiate(cfg.model)
@@ -193,6 +196,61 @@ def test_jit_trace_matches_eager(case):
         expected = model(x)
         actual = traced(x)
     torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_backbone_answers_its_description(case):
+    """A model with an encoder holds it as a `Backbone` whose stage features have the channels and
+    strides it states (the description the heads are built from)."""
+    _, _, model = case
+    backbone = getattr(model, "backbone", None)
+    if backbone is None:
+        pytest.skip("no backbone")
+    assert isinstance(backbone, Backbone)
+    size = (64, 96)
+    backbone.eval()
+    with torch.no_grad():
+        features = backbone(torch.randn(1, 3, *size))
+    assert len(features) == len(backbone.channels) == len(backbone.strides)
+    for f, channels, stride in zip(features, backbone.channels, backbone.strides):
+        assert f.shape[1:] == (channels, size[0] // stride, size[1] // stride)
+    assert backbone.output_stride == backbone.strides[-1]
+
+
+def model_class(name: str) -> type:
+    return hydra.utils.get_class(load_yaml(name)._target_)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_model_states_its_paper_setting(name):
+    """Each architecture declares its paper's training crop and dataset (read by the catalog)."""
+    cls = model_class(name)
+    assert issubclass(cls, SegmentationModel)
+    crop, dataset = cls.paper_setting()
+    assert crop == cls.paper_crop and dataset == cls.paper_dataset
+    assert isinstance(crop, tuple) and len(crop) == 2 and all(isinstance(c, int) and c > 0 for c in crop)
+    assert isinstance(dataset, str) and dataset
+
+
+def test_paper_settings_are_the_papers():
+    expected = {"deeplabv3plus": ((512, 1024), "Cityscapes"), "pspnet": ((713, 713), "Cityscapes"),
+                "upernet": ((512, 512), "ADE20K"), "gcn": ((512, 512), "VOC"), "duc_hdc": ((544, 544), "Cityscapes"),
+                "fcn8s": ((500, 500), "VOC"), "segnet": ((360, 480), "CamVid"), "enet": ((512, 1024), "Cityscapes"),
+                "unet": ((572, 572), "ISBI")}
+    assert {name: model_class(name).paper_setting() for name in expected} == expected
+
+
+def test_a_model_without_its_paper_setting_fails():
+    class Undeclared(SegmentationModel):
+        def forward_logits(self, x):
+            return x
+
+    class HalfDeclared(SegmentationModel):
+        paper_crop = (64, 64)
+
+    with pytest.raises(TypeError, match=r"Undeclared.*'paper_crop', 'paper_dataset'"):
+        Undeclared.paper_setting()
+    with pytest.raises(TypeError, match=r"HalfDeclared.*\['paper_dataset'\]"):
+        HalfDeclared.paper_setting()
 
 
 def test_every_model_config_is_covered():

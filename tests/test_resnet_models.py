@@ -59,10 +59,11 @@ def random_checkpoint(name: str, path: Path, generator: torch.Generator) -> dict
     return state
 
 
-def build_from_yaml(name: str, num_classes: int, **overrides) -> nn.Module:
+def build_from_yaml(name: str, num_classes: int, overrides: dict | None = None) -> nn.Module:
+    """conf/model/<name>.yaml instantiated; `overrides` keys are dotted as on the command line."""
     cfg = OmegaConf.create({"dataset": {"num_classes": num_classes}, "model": model_config(name)})
-    for key, value in overrides.items():
-        cfg.model[key] = value
+    for key, value in (overrides or {}).items():
+        OmegaConf.update(cfg.model, key, value, merge=False)
     return hydra.utils.instantiate(cfg.model)
 
 
@@ -209,7 +210,20 @@ def test_four_input_channels_with_adapted_pretrained_conv(tmp_path):
 
 def test_unknown_backbone_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown backbone 'resnet20'.*resnet18"):
-        PSPNet(3, backbone="resnet20")
+        resnet("resnet20")
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: DeepLabV3Plus(3, resnet("resnet18")), "output stride 8 or 16, got 32"),
+        (lambda: GCN(3, resnet("resnet18", output_stride=16)), r"strides \(4, 8, 16, 32\).*\(4, 8, 16, 16\)"),
+    ],
+    ids=["deeplab-os32", "gcn-os16"],
+)
+def test_head_refuses_a_backbone_it_cannot_use(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
 
 
 # --------------------------------------------------------------------------- architectures: size
@@ -256,7 +270,7 @@ def test_paper_gflops_within_ten_percent(name, reference):
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
 def test_yaml_forward_at_odd_size_with_resnet18(name):
-    model = build_from_yaml(name, 3, backbone="resnet18")
+    model = build_from_yaml(name, 3, {"backbone.name": "resnet18"})
     assert isinstance(model.backbone, ResNet)
     model.train()
     out = model(torch.randn(2, 3, 97, 131))
@@ -269,13 +283,15 @@ def test_yaml_forward_at_odd_size_with_resnet18(name):
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: PSPNet(3, backbone="resnet18", output_stride=16, bins=[1, 3], aux_head=False),
-        lambda: DeepLabV3Plus(3, backbone="resnet18", output_stride=8, separable=True, multi_grid=[1, 2, 4]),
-        lambda: UPerNet(3, backbone="resnet18", channels=32, aux_head=False),
-        lambda: GCN(3, backbone="resnet18", kernel_size=7, channels=8),
-        lambda: DUCHDC(3, backbone="resnet18", layer3_dilations=[1, 2, 3], layer4_dilations=[1, 2], duc_rates=[1, 2]),
+        lambda: PSPNet(3, resnet("resnet18", output_stride=16), bins=[1, 3], aux_head=False),
+        lambda: DeepLabV3Plus(3, resnet("resnet18", output_stride=8, multi_grid=[1, 2, 4]), separable=True),
+        lambda: UPerNet(3, resnet("resnet18"), channels=32, aux_head=False),
+        lambda: UPerNet(3, resnet("resnet18", output_stride=16), channels=32, aux_head=False),
+        lambda: GCN(3, resnet("resnet18"), kernel_size=7, channels=8),
+        lambda: DUCHDC(3, resnet("resnet18", output_stride=8, layer3_dilations=[1, 2, 3], layer4_dilations=[1, 2]),
+                       duc_rates=[1, 2]),
     ],
-    ids=["pspnet-os16", "deeplab-os8-sep", "upernet-slim", "gcn-k7", "duc-aspp"],
+    ids=["pspnet-os16", "deeplab-os8-sep", "upernet-slim", "upernet-os16", "gcn-k7", "duc-aspp"],
 )
 def test_architecture_options_forward_and_backward(make):
     model = make().train()
@@ -287,7 +303,7 @@ def test_architecture_options_forward_and_backward(make):
 
 
 def test_eval_mode_skips_the_auxiliary_head():
-    model = PSPNet(3, backbone="resnet18").eval()
+    model = PSPNet(3, resnet("resnet18", output_stride=8)).eval()
     calls = []
     model.aux_head.register_forward_hook(lambda *args: calls.append(1))
     with torch.no_grad():
@@ -299,20 +315,22 @@ def test_deeplab_aspp_rates_double_at_output_stride_8():
     def rates(model):
         return [branch[0].dilation[0] for branch in model.aspp.branches[1:-1]]
 
-    assert rates(DeepLabV3Plus(3, backbone="resnet18", output_stride=16)) == [6, 12, 18]
-    assert rates(DeepLabV3Plus(3, backbone="resnet18", output_stride=8)) == [12, 24, 36]
-    separable = DeepLabV3Plus(3, backbone="resnet18", separable=True)
+    assert rates(DeepLabV3Plus(3, resnet("resnet18", output_stride=16))) == [6, 12, 18]
+    assert rates(DeepLabV3Plus(3, resnet("resnet18", output_stride=8))) == [12, 24, 36]
+    separable = DeepLabV3Plus(3, resnet("resnet18", output_stride=16), separable=True)
     depthwise = separable.aspp.branches[1][0]
     assert depthwise.groups == depthwise.in_channels == 512 and depthwise.dilation == (6, 6)
 
 
 def test_duc_hdc_defaults_are_the_released_network():
     """TuSimple-DUC's ResNet-101-HDC: res4a at rate 2, then 2, 5, 9, 1 repeated over res4b1..b22;
-    res5 at 5, 9, 17; four summed DUC convs at rates 6/12/18/24; no dropout. The class and the
-    yaml agree."""
+    res5 at 5, 9, 17 (the yaml's backbone node); four summed DUC convs at rates 6/12/18/24 (the
+    class's defaults and the yaml's); no dropout."""
     released_res4 = [2] + [[2, 5, 9, 1][i % 4] for i in range(22)]
     with torch.device("meta"):
-        for model in (DUCHDC(19), build_from_yaml("duc_hdc", 19)):
+        yaml_model = build_from_yaml("duc_hdc", 19)
+        class_defaults = DUCHDC(19, yaml_model.backbone)
+        for model in (yaml_model, class_defaults):
             assert [b.conv2.dilation[0] for b in model.backbone.layer3] == released_res4
             assert [b.conv2.dilation[0] for b in model.backbone.layer4] == [5, 9, 17]
             assert model.backbone.strides == (4, 8, 8, 8)
@@ -321,7 +339,7 @@ def test_duc_hdc_defaults_are_the_released_network():
             assert model.dropout.p == 0.0
     # a shorter list is cycled over the stage's blocks (the paper's plain HDC cycle)
     with torch.device("meta"):
-        model = DUCHDC(3, backbone="resnet101", layer3_dilations=[1, 2, 5, 9], duc_rates=[1])
+        model = build_from_yaml("duc_hdc", 3, {"backbone.layer3_dilations": [1, 2, 5, 9], "duc_rates": [1]})
     assert [b.conv2.dilation[0] for b in model.backbone.layer3] == [[1, 2, 5, 9][i % 4] for i in range(23)]
     assert len(model.duc.branches) == 1
 
@@ -355,7 +373,7 @@ def test_duc_hdc_parameters_by_hand():
     assert abs(released - 132.2e6) <= 0.1e6 and abs(segsuite - 132.2e6) <= 0.1e6
     with torch.device("meta"):
         assert n_params(build_from_yaml("duc_hdc", classes)) == segsuite == 132_158_272
-        assert n_params(DUCHDC(classes)) == segsuite
+        assert n_params(DUCHDC(classes, resnet("resnet101", output_stride=8))) == segsuite  # rates add no parameters
 
 
 def test_dense_upsampling_conv_rearranges_channels_into_pixels():
@@ -490,7 +508,9 @@ def test_row_conv_is_a_plain_1_by_k_convolution(memory_format):
 def test_architecture_loads_pretrained_backbone(tmp_path):
     path = tmp_path / "r18.pth"
     state = random_checkpoint("resnet18", path, torch.Generator().manual_seed(3))
-    model = build_from_yaml("upernet", 3, backbone="resnet18", pretrained=str(path), frozen_stages=1)
+    model = build_from_yaml(
+        "upernet", 3, {"backbone.name": "resnet18", "backbone.pretrained": str(path), "backbone.frozen_stages": 1}
+    )
     assert torch.equal(model.backbone.layer3[1].conv2.weight, state["layer3.1.conv2.weight"])
     assert not model.backbone.conv1.weight.requires_grad
 
@@ -524,5 +544,5 @@ def test_pooled_branch_trains_with_a_batch_of_one():
     assert torch.equal(bn.running_mean, torch.tensor([0.5, -1.0, 0.0]))
     branch(torch.randn(2, 4, 1, 1))  # two values per channel: ordinary batch statistics
     assert not torch.equal(bn.running_mean, torch.tensor([0.5, -1.0, 0.0]))
-    logits, aux = PSPNet(3, backbone="resnet18").train()(torch.randn(1, 3, 33, 47))
+    logits, aux = PSPNet(3, resnet("resnet18", output_stride=8)).train()(torch.randn(1, 3, 33, 47))
     assert logits.shape == aux[0].shape == (1, 3, 33, 47)

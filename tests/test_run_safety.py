@@ -211,7 +211,7 @@ def test_bad_input_gets_one_short_message(tmp_path, finished_run, case):
         "random file": ([f"ckpt_path={write_random_file(tmp_path / 'x.ckpt')}"], "not a readable PyTorch checkpoint"),
         "plain state dict": ([f"ckpt_path={write_state_dict(tmp_path / 'w.pt')}"], "holds only weights"),
         "batch size abc": (["data.batch_size=abc"], "data.batch_size='abc': expected an integer"),
-        "another model": (["model=fcn8s", "model.pretrained=null", f"ckpt_path={last}"],
+        "another model": (["model=fcn8s", "model.backbone.pretrained=null", f"ckpt_path={last}"],
                           "holds segsuite.models.unet.UNet with 6 classes, but this run builds"),
         "in-place resume": ([f"ckpt_path={last}"], "holds the checkpoints of another run"),
     }[case]
@@ -284,7 +284,7 @@ def test_resume_from_a_crash_mid_epoch_equals_the_uninterrupted_run(tmp_path, ki
 
 
 def test_init_from_starts_a_new_run_from_the_checkpoint_weights(finished_run, compose_cfg, tmp_path):
-    from segsuite.train import build_components
+    from segsuite.build import build_components
 
     best = finished_run / "checkpoints" / "best.ckpt"
     cfg = compose_cfg("train", [*TINY, f"init_from={best}", f"paths.output_dir={tmp_path}"])

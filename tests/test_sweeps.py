@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 import wandb_records
 from runs import TINY, metrics, run_module
-from segsuite.train import suggest_loss_params
+from segsuite.launch import suggest_loss_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,7 @@ def test_optuna_config_searches_lr_loss_and_that_loss_parameters(compose_cfg):
     sweeper = cfg.hydra.sweeper
     assert cfg.hydra.mode.name == "MULTIRUN" and sweeper.direction == "maximize"
     assert cfg.optimized_metric == "val/mIoU_best"
-    assert sweeper.custom_search_space == "segsuite.train.suggest_loss_params"
+    assert sweeper.custom_search_space == "segsuite.launch.suggest_loss_params"
     searched = set(sweeper.params)
     assert {"optimizer.lr", "loss"} <= searched
     losses = sweeper.params.loss.removeprefix("choice(").removesuffix(")").replace(" ", "").split(",")

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from segsuite.models.backbones.vgg import VGG, _fc_to_conv, vgg16, vgg16_bn
 from segsuite.models.enet import ENet
-from segsuite.models.fcn import FCN, bilinear_kernel, bilinear_upsampler
+from segsuite.models.fcn import FCN
+from segsuite.models.ops import bilinear_kernel, bilinear_upsampler
 from segsuite.models.segnet import SegNet
 from segsuite.models.unet import UNet
 from segsuite.optim import build_optimizer
@@ -60,6 +61,11 @@ def random_checkpoint(
                 else torch.randn(shape, generator=gen)
             )
     return state
+
+
+def fcn(num_classes: int, **kwargs) -> FCN:
+    """FCN on the paper's VGG16 with fc6/fc7 as convolutions (what conf/model/fcn*.yaml build)."""
+    return FCN(num_classes, vgg16(fully_conv=True), **kwargs)
 
 
 def num_params(model: torch.nn.Module) -> int:
@@ -112,7 +118,7 @@ def test_segnet_encoder_loads_vgg16_bn_checkpoint(tmp_path):
     state = random_checkpoint("vgg16_bn", with_classifier=False, seed=3)
     path = tmp_path / "vgg16_bn.pth"
     torch.save(state, path)
-    model = SegNet(num_classes=4, pretrained=str(path))
+    model = SegNet(4, vgg16_bn(pretrained=str(path)))
     for name, value in state.items():
         assert torch.equal(model.backbone.state_dict()[name], value), name
 
@@ -184,7 +190,7 @@ def test_fcn_upsamplers_start_as_bilinear_interpolation(factor):
 )
 def test_fcn_variants_fuse_the_paper_skips(stride, skips):
     with torch.device("meta"):
-        model = FCN(num_classes=3, stride=stride)
+        model = fcn(3, stride=stride)
     present = {name for name in ("score_pool4", "score_pool3") if hasattr(model, name)}
     assert present == skips
     assert model.upscore.stride == (stride, stride)
@@ -192,7 +198,7 @@ def test_fcn_variants_fuse_the_paper_skips(stride, skips):
 
 def test_fcn8s_output_is_the_sum_of_upsampled_scores():
     """With fc7 and pool4 scores zeroed, FCN-8s output = bilinear x8 of the score of pool3 x 1e-4."""
-    model = FCN(num_classes=2, stride=8, zero_init_scores=True).eval()
+    model = fcn(2, stride=8, zero_init_scores=True).eval()
     with torch.no_grad():
         model.score_pool3.weight.normal_()
         model.score_pool3.bias.fill_(0.5)
@@ -211,7 +217,7 @@ def test_fcn8s_scales_its_skips_at_once_by_default(scale_skips, pool4_scale, poo
     """The score layers see pool4 x 1e-2 and pool3 x 1e-4 (voc-fcn8s-atonce's fixed Scale layers);
     `scale_skips=False` (the staged recipe) feeds them unscaled."""
     kwargs = {} if scale_skips else {"scale_skips": False}
-    model = FCN(num_classes=2, stride=8, **kwargs).eval()
+    model = fcn(2, stride=8, **kwargs).eval()
     seen = {}
     for name in ("score_pool4", "score_pool3"):
         getattr(model, name).register_forward_pre_hook(lambda m, i, name=name: seen.__setitem__(name, i[0].clone()))
@@ -235,7 +241,7 @@ def test_fcn_upsampling_is_fixed_bilinear_by_default(stride):
     gradient, are left out of the optimizer (so no weight decay either) and are unchanged by a
     training step, while the layers around them learn."""
     torch.manual_seed(0)
-    model = FCN(num_classes=3, stride=stride, zero_init_scores=False).train()
+    model = fcn(3, stride=stride, zero_init_scores=False).train()
     ups = fcn_upsamplers(model)
     assert len(ups) == {8: 3, 32: 1}[stride]
     for up in ups:
@@ -258,7 +264,7 @@ def test_fcn_upsampling_is_fixed_bilinear_by_default(stride):
 
 
 def test_fcn_learnable_upsampling_is_the_option():
-    model = FCN(num_classes=3, stride=8, learnable_upsampling=True)
+    model = fcn(3, stride=8, learnable_upsampling=True)
     optimizer = build_optimizer(torch.optim.SGD, model, lr=0.1, weight_decay=0.0)
     in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
     for up in fcn_upsamplers(model):
@@ -268,7 +274,7 @@ def test_fcn_learnable_upsampling_is_the_option():
 
 def test_segnet_decoder_unpools_at_encoder_argmax_positions():
     torch.manual_seed(0)
-    model = SegNet(num_classes=3).eval()
+    model = SegNet(3, vgg16_bn()).eval()
     captured = {}
     last_relu = model.backbone.features[model.backbone.stage_bounds[4][1] - 1]
     last_relu.register_forward_hook(lambda m, i, o: captured.__setitem__("pre_pool5", o.clone()))
@@ -291,8 +297,8 @@ def test_segnet_decoder_unpools_at_encoder_argmax_positions():
 @pytest.mark.parametrize(
     "build, reference",
     [
-        (lambda: FCN(num_classes=21, stride=8), 134.5e6),
-        (lambda: SegNet(num_classes=11), 29.5e6),
+        (lambda: fcn(21, stride=8), 134.5e6),
+        (lambda: SegNet(11, vgg16_bn()), 29.5e6),
         (lambda: UNet(num_classes=2, base_channels=64, depth=4), 31.0e6),
         (lambda: ENet(num_classes=11), 0.36e6),
     ],
@@ -326,7 +332,7 @@ def test_segnet_parameters_by_hand():
     ]
     expected = 14_723_136 + sum(conv_bn(i, o) for i, o in decoder) + (64 * 5 * 9 + 5)
     with torch.device("meta"):
-        assert num_params(SegNet(num_classes=5)) == expected
+        assert num_params(SegNet(5, vgg16_bn())) == expected
 
 
 def test_enet_parameters_by_hand():
@@ -381,7 +387,7 @@ def test_fcn8s_parameters_by_hand():
         + c * c * (4 * 4 + 4 * 4 + 16 * 16)  # upscore2, upscore_pool4, upscore8 (no bias)
     )
     with torch.device("meta"):
-        assert num_params(FCN(num_classes=c, stride=8)) == expected
+        assert num_params(fcn(c, stride=8)) == expected
 
 
 @pytest.mark.slow
@@ -389,7 +395,7 @@ def test_fcn_loads_full_torchvision_vgg16_checkpoint(tmp_path):
     state = random_checkpoint("vgg16", with_classifier=True, seed=2)
     path = tmp_path / "vgg16.pth"
     torch.save(state, path)
-    model = FCN(num_classes=3, stride=8, pretrained=str(path))
+    model = FCN(3, vgg16(fully_conv=True, pretrained=str(path)), stride=8)
     own = model.backbone.state_dict()
     for name, value in state.items():
         if name.startswith("classifier.6."):

@@ -4,12 +4,22 @@ A config may start from another one of its group through a `defaults:` list (`un
 at a narrower width; `cocostuff164k` is `cocostuff10k` with other files and splits); `group_config`
 resolves that list, so scripts and tests that build an object from its yaml outside a Hydra run
 get what `<group>=<name>` gives. What exists is what `conf/` holds: `config_names` lists it.
+
+The catalog also answers what scripts and tests ask about each entry, from its config and from facts
+declared on the class it builds, never from a list kept here: which model configs are architectures
+and which variants, which sit on a backbone, each paper's crop and dataset (`paper_crop`,
+`paper_dataset` on the model class); which losses take precomputed maps (`target_fn`) or follow
+training progress (`set_progress`); each dataset's miniature tree (`segsuite.testing.dataset_trees`)
+and the size of its released images (`official_image_size` on the dataset class).
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 
+from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from segsuite.utils.paths import config_dir
@@ -72,3 +82,143 @@ def model_names(conf_dir: str | Path | None = None) -> list[str]:
 
 def model_config(name: str, conf_dir: str | Path | None = None) -> DictConfig:
     return group_config("model", name, conf_dir)
+
+
+# -- what each entry is: facts read from conf/ and from the classes its configs name ----------------
+def config_class(group: str, name: str, conf_dir: str | Path | None = None) -> type:
+    """The class `<group>=<name>` builds: its `_target_` (a dataset's: its train split's `_target_`)."""
+    cfg = group_config(group, name, conf_dir)
+    node = cfg.get("train", cfg) if group == "dataset" else cfg
+    if "_target_" not in node:
+        raise KeyError(f"{group}={name}: the config names no `_target_` class")
+    return get_class(str(node._target_))
+
+
+# models
+def has_backbone(name: str, conf_dir: str | Path | None = None) -> bool:
+    """Whether model `name` sits on an exchangeable backbone: its config has a `backbone` key."""
+    return "backbone" in model_config(name, conf_dir)
+
+
+def model_backbone(name: str, conf_dir: str | Path | None = None) -> str | None:
+    """The backbone model `name` is configured with (`backbone.name`, or `backbone` as a plain name)."""
+    backbone = model_config(name, conf_dir).get("backbone")
+    if isinstance(backbone, DictConfig):
+        return backbone.get("name")
+    return None if backbone is None else str(backbone)
+
+
+def backbone_family(name: str, conf_dir: str | Path | None = None) -> str | None:
+    """The family of model `name`'s backbone ("resnet", "vgg"): the module of its builder (`_target_`),
+    or the letters of a plainly named one; None for a model without a backbone."""
+    backbone = model_config(name, conf_dir).get("backbone")
+    if isinstance(backbone, DictConfig) and "_target_" in backbone:
+        return str(backbone._target_).rsplit(".", 2)[-2]
+    named = model_backbone(name, conf_dir)
+    return None if named is None else named.rstrip("0123456789_bn") or named
+
+
+def takes_backbone(name: str, backbone: str, conf_dir: str | Path | None = None) -> bool:
+    """Whether `backbone` (e.g. "resnet18") can replace model `name`'s: a backbone of its family."""
+    family = backbone_family(name, conf_dir)
+    return family is not None and backbone.startswith(family)
+
+
+def backbone_key(name: str, conf_dir: str | Path | None = None) -> str:
+    """The key, under `model.`, that names model `name`'s backbone: `backbone.name` (`backbone` where
+    the config gives the backbone as a plain name)."""
+    backbone = model_config(name, conf_dir).get("backbone")
+    return "backbone.name" if isinstance(backbone, DictConfig) else "backbone"
+
+
+def paper_crop(name: str, conf_dir: str | Path | None = None) -> tuple[int, int] | None:
+    """The (H, W) training crop of the paper of model `name` (`paper_crop` on its class), or None."""
+    crop = getattr(config_class("model", name, conf_dir), "paper_crop", None)
+    return None if crop is None else (int(crop[0]), int(crop[1]))
+
+
+def paper_dataset(name: str, conf_dir: str | Path | None = None) -> str | None:
+    """The dataset the paper of model `name` trained on (`paper_dataset` on its class), or None."""
+    return getattr(config_class("model", name, conf_dir), "paper_dataset", None)
+
+
+def architectures(conf_dir: str | Path | None = None) -> list[str]:
+    """One model config per model class: the one that builds the class's own network.
+
+    Configs of one class (`fcn8s` `fcn16s` `fcn32s`; `unet` `unet_slim`) are told apart by the keys
+    on which they differ; the architecture is the config whose values there are the constructor's
+    defaults (a model class's defaults are the authors' network, DESIGN.md), the others are its
+    variants. Where no config (or more than one) matches, each config counts as its own.
+    """
+    by_class: dict[type, list[str]] = {}
+    for name in model_names(conf_dir):
+        by_class.setdefault(config_class("model", name, conf_dir), []).append(name)
+    kept: list[str] = []
+    for cls, names in by_class.items():
+        matching = _default_configs(cls, names, conf_dir) if len(names) > 1 else names
+        kept += matching if len(matching) == 1 else names
+    return sorted(kept)
+
+
+def _default_configs(cls: type, names: list[str], conf_dir: str | Path | None) -> list[str]:
+    configs = {n: OmegaConf.to_container(model_config(n, conf_dir)) for n in names}
+    keys = set().union(*configs.values())
+    differing = {k for k in keys if len({repr(c.get(k)) for c in configs.values()}) > 1}
+    parameters = inspect.signature(cls).parameters
+    defaults = {k: parameters[k].default for k in differing if k in parameters}
+    if len(defaults) < len(differing):  # a differing key the constructor does not take: no verdict
+        return []
+    return [n for n, c in configs.items() if all(c.get(k) == v for k, v in defaults.items())]
+
+
+# losses
+def loss_class(name: str, conf_dir: str | Path | None = None) -> type:
+    """The loss class `loss=<name>` builds."""
+    return config_class("loss", name, conf_dir)
+
+
+def loss_needs_maps(name: str, conf_dir: str | Path | None = None) -> bool:
+    """Whether loss `name` takes precomputed ground-truth maps: its class defines `target_fn`."""
+    return hasattr(loss_class(name, conf_dir), "target_fn")
+
+
+def loss_needs_progress(name: str, conf_dir: str | Path | None = None) -> bool:
+    """Whether loss `name` follows training progress: its class defines `set_progress`."""
+    return hasattr(loss_class(name, conf_dir), "set_progress")
+
+
+def loss_zero_at_perfect(name: str, conf_dir: str | Path | None = None) -> bool:
+    """Whether loss `name` is 0 at a confident perfect prediction (`zero_at_perfect` on its class)."""
+    return bool(getattr(loss_class(name, conf_dir), "zero_at_perfect", True))
+
+
+# datasets
+def tree_builder(name: str) -> Callable[[Path], Path] | None:
+    """The builder of dataset `name`'s miniature tree (`segsuite.testing.dataset_trees`), or None."""
+    from segsuite.testing.dataset_trees import BUILDERS  # imports this module
+
+    return BUILDERS.get(name)
+
+
+def tree_overrides(name: str) -> list[str]:
+    """Overrides a run on dataset `name`'s miniature tree needs (the folder dataset's class count)."""
+    from segsuite.testing.dataset_trees import EXTRA_OVERRIDES
+
+    return list(EXTRA_OVERRIDES.get(name, []))
+
+
+def needs_files(name: str, conf_dir: str | Path | None = None) -> bool:
+    """Whether dataset `name` reads files (every dataset but the procedural one: its config has a `root`)."""
+    return "root" in group_config("dataset", name, conf_dir)
+
+
+def own_data(name: str, conf_dir: str | Path | None = None) -> bool:
+    """Whether dataset `name` is your own data: its class count is yours to give (`num_classes: ???`)."""
+    return OmegaConf.is_missing(group_config("dataset", name, conf_dir), "num_classes")
+
+
+def official_image_size(name: str, conf_dir: str | Path | None = None) -> tuple[int, int] | None:
+    """(H, W) of dataset `name`'s released images, the typical size where they vary
+    (`official_image_size` on its class), or None (procedural or your own data)."""
+    size = getattr(config_class("dataset", name, conf_dir), "official_image_size", None)
+    return None if size is None else (int(size[0]), int(size[1]))

@@ -10,6 +10,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from segsuite.manifest import MANIFEST_KEY, RunManifest
+
 
 def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
     """Load a checkpoint written by `segsuite.train` (on CPU), checking that it is one; errors name
@@ -19,20 +21,19 @@ def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
         raise FileNotFoundError(f"{key}={path}: no such checkpoint file")
     # Lightning checkpoints hold plain containers, tensors and numbers: weights_only is enough.
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if "segsuite" not in ckpt or "state_dict" not in ckpt:
+    if MANIFEST_KEY not in ckpt or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not a segsuite training checkpoint (no run info / state_dict inside)")
     return ckpt
 
 
 def describe(ckpt: dict[str, Any]) -> str:
     """`'segsuite.models.unet.UNet with 6 classes'`: the checkpoint's architecture and class count."""
-    model = ckpt["segsuite"]["config"]["model"]
-    return f"{model.get('_target_')} with {ckpt['segsuite']['num_classes']} classes"
+    return RunManifest.from_checkpoint(ckpt).describe()
 
 
 def check_num_classes(ckpt: dict[str, Any], num_classes: int, source: str) -> None:
     """Raise if `source` (e.g. the dataset config) has a different class count than the checkpoint."""
-    if int(num_classes) != int(ckpt["segsuite"]["num_classes"]):
+    if int(num_classes) != RunManifest.from_checkpoint(ckpt).num_classes:
         raise ValueError(
             f"the checkpoint holds {describe(ckpt)}, but {source} has {num_classes} classes; use a checkpoint "
             f"trained on this dataset, or evaluate on the dataset the checkpoint was trained on"
@@ -41,7 +42,7 @@ def check_num_classes(ckpt: dict[str, Any], num_classes: int, source: str) -> No
 
 def run_config(ckpt: dict[str, Any]) -> DictConfig:
     """The resolved training config stored in the checkpoint."""
-    return OmegaConf.create(ckpt["segsuite"]["config"])
+    return OmegaConf.create(RunManifest.from_checkpoint(ckpt).config)
 
 
 def _load_net_state(net: nn.Module, ckpt: dict[str, Any], what: str) -> None:
@@ -58,7 +59,7 @@ def load_net_weights(net: nn.Module, ckpt: dict[str, Any], model_cfg: DictConfig
 
     A checkpoint of another architecture or class count fails naming both and `source`.
     """
-    stored = ckpt["segsuite"]["config"]["model"]
+    stored = RunManifest.from_checkpoint(ckpt).config["model"]
     if (stored.get("_target_") != model_cfg.get("_target_")
             or int(stored.get("num_classes")) != int(model_cfg.get("num_classes"))):
         raise ValueError(
@@ -73,15 +74,15 @@ def build_net(ckpt: dict[str, Any], model_cfg: DictConfig | None = None) -> nn.M
 
     A `model_cfg` for a different architecture or class count fails naming both.
     """
-    info = ckpt["segsuite"]
-    stored = OmegaConf.create(info["config"]["model"])
+    stored = OmegaConf.create(RunManifest.from_checkpoint(ckpt).config["model"])
     cfg = model_cfg if model_cfg is not None else stored
     if cfg.get("_target_") != stored.get("_target_") or cfg.get("num_classes") != stored.get("num_classes"):
         raise ValueError(
             f"checkpoint holds {stored.get('_target_')} with {stored.get('num_classes')} classes, but the "
             f"requested model is {cfg.get('_target_')} with {cfg.get('num_classes')} classes"
         )
-    cfg = OmegaConf.merge(cfg, {"pretrained": None} if "pretrained" in cfg else {})
+    if isinstance(cfg.get("backbone"), DictConfig) and "pretrained" in cfg.backbone:
+        cfg = OmegaConf.merge(cfg, {"backbone": {"pretrained": None}})   # no ImageNet download
     net = instantiate(cfg)
     _load_net_state(net, ckpt, f"the checkpoint's weights do not fit its stored model config "
                                f"({stored.get('_target_')} with {stored.get('num_classes')} classes)")

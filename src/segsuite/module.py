@@ -13,6 +13,7 @@ from torch import nn
 from torchmetrics import MaxMetric
 
 from segsuite.inference import Inferencer
+from segsuite.manifest import MANIFEST_KEY, RunManifest
 from segsuite.metrics import SegmentationMetrics, scores_to_labels
 from segsuite.optim import build_optimizer
 
@@ -55,6 +56,8 @@ class SegmentationModule(pl.LightningModule):
         compile: wrap the model with `torch.compile`.
         inference: how validation/test predict (`segsuite.inference.Inferencer`, `conf/tta/*.yaml`);
             None = one whole-image forward pass.
+        run_manifest: the run's config, classes, palette and normalisation, stored in every
+            checkpoint so evaluate/predict/export need nothing else (`segsuite.manifest`).
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class SegmentationModule(pl.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         inference: Inferencer | None = None,
+        run_manifest: RunManifest | None = None,
     ) -> None:
         super().__init__()
         self.net = net
@@ -99,9 +103,7 @@ class SegmentationModule(pl.LightningModule):
         self.val_miou_best.persistent(True)  # restored on resume, so "best so far" survives
         # (epoch, scores) of the best validation so far: the epoch best.ckpt holds (kept in checkpoints)
         self.best_val: tuple[int, dict[str, Any]] | None = None
-        # Set by the entry point: the resolved run config, class names, palette and
-        # normalisation, stored in every checkpoint so evaluate/predict need nothing else.
-        self.run_info: dict[str, Any] | None = None
+        self.run_manifest = run_manifest
         # What forward() calls: `net`, or its torch.compile wrapper. Kept out of the submodule
         # registry so checkpoints hold the weights once, under `net.*`, compiled or not.
         object.__setattr__(self, "_forward_net", net)
@@ -196,8 +198,8 @@ class SegmentationModule(pl.LightningModule):
         self.last_test_scores = self._log_metrics(self.test_metrics, "test")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.run_info is not None:
-            checkpoint["segsuite"] = self.run_info
+        if self.run_manifest is not None:
+            checkpoint[MANIFEST_KEY] = self.run_manifest.to_dict()
         if self.best_val is not None:
             checkpoint["segsuite_best_val"] = {"epoch": self.best_val[0], "scores": self.best_val[1]}
 

@@ -65,7 +65,8 @@ def load_resume_checkpoint(path: str | Path, cfg: DictConfig) -> dict[str, Any]:
         )
     if stored:
         current = OmegaConf.to_container(model, resolve=True)
-        differ = sorted(k for k in set(stored) | set(current) if k != "pretrained" and stored.get(k) != current.get(k))
+        stored, current = _without_pretrained(stored), _without_pretrained(current)
+        differ = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
         if differ:
             shown = ", ".join(f"model.{k}: {stored.get(k)!r} in the checkpoint, {current.get(k)!r} here"
                               for k in differ[:4])
@@ -73,6 +74,14 @@ def load_resume_checkpoint(path: str | Path, cfg: DictConfig) -> dict[str, Any]:
                              f"checkpoint run's own settings (the resume command printed by that run has them)")
     return {"ckpt_path": str(path.resolve()), "run_dir": str(path.resolve().parent.parent),
             "epoch": int(ckpt.get("epoch", 0)), "global_step": int(ckpt.get("global_step", 0))}
+
+
+def _without_pretrained(model: dict[str, Any]) -> dict[str, Any]:
+    """A model config without `backbone.pretrained`: where the first weights came from is no setting of the net."""
+    backbone = model.get("backbone")
+    if isinstance(backbone, dict):
+        return {**model, "backbone": {k: v for k, v in backbone.items() if k != "pretrained"}}
+    return model
 
 
 def splits_used(cfg: DictConfig) -> list[str]:
@@ -85,3 +94,13 @@ def splits_used(cfg: DictConfig) -> list[str]:
     if cfg.get("test"):
         splits.append("test")
     return splits
+
+
+def check_run_paths(cfg: DictConfig) -> None:
+    """`init_from` names a file, and the run directory holds no other run's checkpoints."""
+    if cfg.get("init_from") and not Path(cfg.init_from).is_file():
+        raise FileNotFoundError(f"init_from={cfg.init_from}: no such checkpoint file")
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    if checkpoints.exists() and any(checkpoints.iterdir()):
+        raise FileExistsError(f"{checkpoints.parent} already holds checkpoints of another run; "
+                              f"refusing to overwrite them")

@@ -118,9 +118,9 @@ def display_image(image: torch.Tensor, mean: list[float], std: list[float]) -> n
 
 
 def _normalisation(pl_module: pl.LightningModule, datamodule) -> tuple[list[float], list[float]]:
-    info = getattr(pl_module, "run_info", None) or {}
-    if "mean" in info and "std" in info:
-        return list(info["mean"]), list(info["std"])
+    manifest = getattr(pl_module, "run_manifest", None)
+    if manifest is not None:
+        return list(manifest.mean), list(manifest.std)
     cfg = datamodule.dataset_cfg
     return list(cfg.mean), list(cfg.std)
 

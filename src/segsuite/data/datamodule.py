@@ -119,6 +119,8 @@ class SegDataModule(pl.LightningDataModule):
         normalize_on_device: move the pipelines' final `albumentations.Normalize` onto the device:
             workers ship uint8 images and masks (4x and 8x fewer bytes, no float conversion in
             the worker), and `on_after_batch_transfer` applies the same normalisation to the batch.
+        target_fn: extra per-pixel targets the loss asks for (its `target_fn`, e.g. distance
+            maps), computed from each transformed mask in the workers; None: none.
     """
 
     def __init__(
@@ -136,6 +138,7 @@ class SegDataModule(pl.LightningDataModule):
         normalize_on_device: bool = True,
         verify: str = "full",
         cache_dir: str | None = None,
+        target_fn: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None,
     ) -> None:
         super().__init__()
         self.dataset_cfg = dataset
@@ -158,8 +161,7 @@ class SegDataModule(pl.LightningDataModule):
         self.skipped: dict[str, int] = {}  # split -> samples left out by the check (skip_bad)
         # The normalisation moved out of the pipelines (None: the workers normalise).
         self.device_normalize: DeviceNormalize | None = None
-        # Extra per-pixel targets a loss asks for (e.g. distance maps), computed in the workers.
-        self.target_fn: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None
+        self.target_fn = target_fn
         self.datasets: dict[str, SegDataset] = {}
 
     # -- datasets ---------------------------------------------------------------------------------

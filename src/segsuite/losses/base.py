@@ -44,6 +44,9 @@ class SegLoss(nn.Module):
         weight: optional per-class weights (length C); `None` means uniform.
     """
 
+    #: the loss is 0 at a confident perfect prediction (its minimum); False where it goes below 0
+    zero_at_perfect: bool = True
+
     def __init__(self, ignore_index: int = 255, weight: Sequence[float] | None = None) -> None:
         super().__init__()
         self.ignore_index = int(ignore_index)

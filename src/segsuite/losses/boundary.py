@@ -81,6 +81,7 @@ class BoundaryLoss(SegLoss, _ClassMapsMixin):
     """
 
     map_prefix = "boundary"
+    zero_at_perfect = False  # L_B is negative at a perfect prediction (its minimum)
     map_kind = "signed"
 
     def __init__(self, region: nn.Module | None = None, schedule: str = "rebalance", start: float = 0.01,

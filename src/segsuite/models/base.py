@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,15 +28,30 @@ class SegmentationModel(nn.Module):
     Subclasses implement `forward_logits(x) -> logits | (logits, [aux, ...])` on an input whose
     sides are multiples of `size_divisor`; logits may be at any resolution (they are resized
     bilinearly to the padded input size). Auxiliary outputs are returned only in training mode.
-    Subclasses that have a pretrained encoder expose it as `self.backbone` so the optimizer can
-    give it its own learning-rate multiplier.
+    Subclasses that have a pretrained encoder take it built (a `segsuite.models.backbones.base.Backbone`,
+    from the config's `backbone:` node) and keep it as `self.backbone`, so the optimizer can give it
+    its own learning-rate multiplier.
+
+    Every concrete architecture also states the setting of its paper, which the catalog reports:
+    `paper_crop` (training crop, H x W) and `paper_dataset` (the dataset it was trained on there).
+    They are required; `paper_setting` raises naming the class that lacks them.
     """
 
     size_divisor: int = 32
+    paper_crop: ClassVar[tuple[int, int]]
+    paper_dataset: ClassVar[str]
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
         self.num_classes = num_classes
+
+    @classmethod
+    def paper_setting(cls) -> tuple[tuple[int, int], str]:
+        """(paper_crop, paper_dataset) of the architecture; a TypeError if it does not declare them."""
+        missing = [name for name in ("paper_crop", "paper_dataset") if not hasattr(cls, name)]
+        if missing:
+            raise TypeError(f"{cls.__name__} must declare the class attribute(s) {missing} (see SegmentationModel)")
+        return cls.paper_crop, cls.paper_dataset
 
     def forward_logits(self, x: torch.Tensor):  # pragma: no cover - abstract
         raise NotImplementedError

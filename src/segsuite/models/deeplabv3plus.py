@@ -11,57 +11,41 @@ are upsampled 4x. Depthwise-separable 3x3 convs in ASPP and decoder are an optio
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from segsuite.models.backbones.resnet import resnet
+from segsuite.models.backbones.base import Backbone
 from segsuite.models.base import SegmentationModel
 from segsuite.models.blocks import ASPP, ConvBNReLU, conv_bn_relu, resize_to
 
 
 class DeepLabV3Plus(SegmentationModel):
-    """DeepLabv3+ on a ResNet.
+    """DeepLabv3+ on a backbone at output stride 16 or 8 (paper: ResNet-101; Xception-65 is not provided).
 
     Args:
         num_classes: number of output classes.
-        backbone: "resnet18" ... "resnet152" (paper: resnet101; Xception-65 is not provided).
-        output_stride: 16 (paper's training setting) or 8.
+        backbone: the encoder; its first feature feeds the decoder, its last the ASPP. Its output
+            stride (16, the paper's training setting, or 8) sets the ASPP rates' scale.
         aspp_rates: ASPP rates at output stride 16 (paper: 6, 12, 18); doubled at output stride 8.
-        multi_grid: layer4 multi-grid rates (DeepLabv3: [1, 2, 4]); null for none.
         aspp_channels: ASPP and decoder width (paper: 256).
         low_level_channels: projection width of the layer1 feature (paper: 48).
         separable: depthwise-separable 3x3 convs in ASPP and decoder.
         dropout: dropout after the ASPP fusion.
-        in_channels, pretrained, frozen_stages, norm_eval, frozen_bn: passed to the ResNet.
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        backbone: str = "resnet101",
-        output_stride: int = 16,
-        aspp_rates: Sequence[int] = (6, 12, 18),
-        multi_grid: Sequence[int] | None = None,
-        aspp_channels: int = 256,
-        low_level_channels: int = 48,
-        separable: bool = False,
-        dropout: float = 0.1,
-        in_channels: int = 3,
-        pretrained: str | os.PathLike | None = None,
-        frozen_stages: int = 0,
-        norm_eval: bool = False,
-        frozen_bn: bool = False,
-    ) -> None:
+    paper_crop = (512, 1024)
+    paper_dataset = "Cityscapes"
+
+    def __init__(self, num_classes: int, backbone: Backbone, aspp_rates: Sequence[int] = (6, 12, 18),
+                 aspp_channels: int = 256, low_level_channels: int = 48, separable: bool = False,
+                 dropout: float = 0.1) -> None:
         super().__init__(num_classes)
+        output_stride = backbone.output_stride
         if output_stride not in (8, 16):
-            raise ValueError(f"DeepLabV3Plus output_stride must be 8 or 16, got {output_stride}")
-        self.backbone = resnet(
-            backbone, in_channels=in_channels, output_stride=output_stride, multi_grid=multi_grid,
-            pretrained=pretrained, frozen_stages=frozen_stages, norm_eval=norm_eval, frozen_bn=frozen_bn,
-        )
+            raise ValueError(f"DeepLabV3Plus needs a backbone at output stride 8 or 16, got {output_stride}")
+        self.backbone = backbone
         self.size_divisor = output_stride
         rates = [int(r) * 16 // output_stride for r in aspp_rates]
         self.aspp = ASPP(self.backbone.channels[-1], aspp_channels, rates, separable, dropout)

@@ -25,18 +25,15 @@ keeps torchvision's ResNet (7x7 stem) so that torchvision's ImageNet checkpoints
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from segsuite.models.backbones.resnet import resnet
+from segsuite.models.backbones.base import Backbone
 from segsuite.models.base import SegmentationModel
 
-# Dilation of each of ResNet-101's 23 res4 (layer3) blocks in the released network.
-RELEASED_LAYER3_DILATIONS = (2, 2, 5, 9, 1, 2, 5, 9, 1, 2, 5, 9, 1, 2, 5, 9, 1, 2, 5, 9, 1, 2, 5)
-RELEASED_LAYER4_DILATIONS = (5, 9, 17)
+# The released network's rates (its backbone's are set in conf/model/duc_hdc.yaml's `backbone:` node).
 RELEASED_DUC_RATES = (6, 12, 18, 24)
 
 
@@ -63,46 +60,28 @@ class DenseUpsamplingConv(nn.Module):
 
 
 class DUCHDC(SegmentationModel):
-    """ResNet with Hybrid Dilated Convolution and a Dense Upsampling Convolution head.
+    """A dilated backbone (HDC rates set on it) with a Dense Upsampling Convolution head.
 
     Args:
         num_classes: number of output classes.
-        backbone: "resnet18" ... "resnet152" (paper: resnet101).
-        layer3_dilations: rate of each layer3 (res4) block, cycled when shorter than the stage and
-            cut when longer (default: the released network's 23 rates, 2, 2, 5, 9, 1, 2, ...).
-        layer4_dilations: rate of each layer4 (res5) block, likewise (released: 5, 9, 17).
+        backbone: the encoder (paper: ResNet-101 at output stride 8 with the released per-block
+            rates, `layer3_dilations` / `layer4_dilations` of its config node). The DUC upsamples
+            its last feature by its output stride.
         duc_rates: dilation rates of the summed DUC convolutions (released: 6, 12, 18, 24;
             [1]: one plain 3x3 conv, a quarter of the head).
         dropout: dropout on the backbone feature before the DUC layer (released: none).
-        in_channels, pretrained, frozen_stages, norm_eval, frozen_bn: passed to the ResNet.
     """
 
-    output_stride = 8
+    paper_crop = (544, 544)
+    paper_dataset = "Cityscapes"
 
-    def __init__(
-        self,
-        num_classes: int,
-        backbone: str = "resnet101",
-        layer3_dilations: Sequence[int] = RELEASED_LAYER3_DILATIONS,
-        layer4_dilations: Sequence[int] = RELEASED_LAYER4_DILATIONS,
-        duc_rates: Sequence[int] = RELEASED_DUC_RATES,
-        dropout: float = 0.0,
-        in_channels: int = 3,
-        pretrained: str | os.PathLike | None = None,
-        frozen_stages: int = 0,
-        norm_eval: bool = False,
-        frozen_bn: bool = False,
-    ) -> None:
+    def __init__(self, num_classes: int, backbone: Backbone, duc_rates: Sequence[int] = RELEASED_DUC_RATES,
+                 dropout: float = 0.0) -> None:
         super().__init__(num_classes)
-        self.backbone = resnet(
-            backbone, in_channels=in_channels, output_stride=self.output_stride,
-            layer3_dilations=layer3_dilations, layer4_dilations=layer4_dilations, pretrained=pretrained,
-            frozen_stages=frozen_stages, norm_eval=norm_eval, frozen_bn=frozen_bn,
-        )
-        self.size_divisor = self.output_stride
+        self.backbone = backbone
+        self.size_divisor = backbone.output_stride
         self.dropout = nn.Dropout2d(dropout)
-        top = self.backbone.channels[-1]
-        self.duc = DenseUpsamplingConv(top, num_classes, self.output_stride, duc_rates)
+        self.duc = DenseUpsamplingConv(backbone.channels[-1], num_classes, backbone.output_stride, duc_rates)
 
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.duc(self.dropout(self.backbone(x)[-1]))

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segsuite.models.base import SegmentationModel
-from segsuite.models.segnet import max_unpool2x
+from segsuite.models.ops import MaxUnpool2x
 
 # Stage 2 and 3 bottleneck sequence from the paper's Table 1: (kind, dilation or kernel).
 STAGE_2_3 = (
@@ -161,10 +161,11 @@ class UpsamplingBottleneck(nn.Module):
             nn.BatchNorm2d(out_channels),
             nn.Dropout2d(dropout),
         )
+        self.unpool = MaxUnpool2x()
         self.act = activation(prelu, out_channels)
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        return self.act(max_unpool2x(self.shortcut(x), indices) + self.branch(x))
+        return self.act(self.unpool(self.shortcut(x), indices) + self.branch(x))
 
 
 class ENet(SegmentationModel):
@@ -178,14 +179,11 @@ class ENet(SegmentationModel):
         decoder_dropout: spatial dropout in stages 4-5 (authors' released model: none).
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        in_channels: int = 3,
-        stage1_dropout: float = 0.01,
-        dropout: float = 0.1,
-        decoder_dropout: float = 0.0,
-    ) -> None:
+    paper_crop = (512, 1024)
+    paper_dataset = "Cityscapes"
+
+    def __init__(self, num_classes: int, in_channels: int = 3, stage1_dropout: float = 0.01, dropout: float = 0.1,
+                 decoder_dropout: float = 0.0) -> None:
         super().__init__(num_classes)
         self.size_divisor = 8
         self.initial = InitialBlock(in_channels, 16)

@@ -23,51 +23,24 @@ block of fine pixels it covers (the same as cropping by that offset).
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
 
-from segsuite.models.backbones.vgg import VGG
+from segsuite.models.backbones.base import Backbone
 from segsuite.models.base import SegmentationModel
+from segsuite.models.ops import bilinear_upsampler
 
 STRIDES = (8, 16, 32)
 
 
-def bilinear_kernel(channels: int, kernel_size: int) -> torch.Tensor:
-    """A `[channels, channels, k, k]` transposed-conv weight that upsamples each channel bilinearly."""
-    factor = (kernel_size + 1) // 2
-    center = factor - 1 if kernel_size % 2 == 1 else factor - 0.5
-    taps = 1 - (torch.arange(kernel_size, dtype=torch.float32) - center).abs() / factor
-    weight = torch.zeros(channels, channels, kernel_size, kernel_size)
-    weight[range(channels), range(channels)] = taps[:, None] * taps[None, :]
-    return weight
-
-
-def bilinear_upsampler(channels: int, factor: int, learnable: bool = True) -> nn.ConvTranspose2d:
-    """Transposed conv (kernel 2f, stride f, padding f/2, no bias) set to bilinear x`factor`.
-
-    `learnable=False` freezes the weight (`requires_grad=False`): fixed bilinear interpolation.
-    """
-    up = nn.ConvTranspose2d(
-        channels, channels, 2 * factor, stride=factor, padding=factor // 2, bias=False
-    )
-    with torch.no_grad():
-        up.weight.copy_(bilinear_kernel(channels, 2 * factor))
-    up.weight.requires_grad_(learnable)
-    return up
-
-
 class FCN(SegmentationModel):
-    """FCN-`stride`s on VGG16.
+    """FCN-`stride`s on a backbone at output stride 32 (paper: VGG16 with fc6/fc7 as convolutions).
 
     Args:
         num_classes: number of output classes.
+        backbone: the encoder. Its last feature (fc7) is scored; FCN-16s/8s also score its
+            deepest feature at stride 16 (pool4) and at stride 8 (pool3).
         stride: 32 (FCN-32s, fc7 only), 16 (FCN-16s, + pool4) or 8 (FCN-8s, + pool4 and pool3).
-        in_channels: input image channels.
-        pretrained: null, or a path/URL of a torchvision VGG16 checkpoint; fc6/fc7 are loaded too.
-        frozen_stages: leading VGG stages (0-5) whose parameters are frozen.
-        dropout: dropout after fc6 and fc7 (paper: 0.5).
         zero_init_scores: zero-initialise the score layers, as the paper does.
         scale_skips: scale pool4 by 1e-2 and pool3 by 1e-4 before scoring them (the reference
             "at-once" nets; default). False: unscaled skips, for the staged recipe.
@@ -75,42 +48,33 @@ class FCN(SegmentationModel):
             reference nets): they stay fixed bilinear interpolation.
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        stride: int = 8,
-        in_channels: int = 3,
-        pretrained: str | os.PathLike | None = None,
-        frozen_stages: int = 0,
-        dropout: float = 0.5,
-        zero_init_scores: bool = True,
-        scale_skips: bool = True,
-        learnable_upsampling: bool = False,
-    ) -> None:
+    paper_crop = (500, 500)
+    paper_dataset = "VOC"
+
+    def __init__(self, num_classes: int, backbone: Backbone, stride: int = 8, zero_init_scores: bool = True,
+                 scale_skips: bool = True, learnable_upsampling: bool = False) -> None:
         super().__init__(num_classes)
         if stride not in STRIDES:
             raise ValueError(f"FCN stride must be one of {STRIDES} (FCN-8s/16s/32s), got {stride}")
+        if backbone.output_stride != 32:
+            raise ValueError(f"FCN needs a backbone at output stride 32, got {backbone.output_stride}")
         self.stride = stride
         self.size_divisor = 32
         self.pool4_scale = 1e-2 if scale_skips else 1.0
         self.pool3_scale = 1e-4 if scale_skips else 1.0
-        self.backbone = VGG(
-            batch_norm=False,
-            in_channels=in_channels,
-            fully_conv=True,
-            fc_dropout=dropout,
-            pretrained=pretrained,
-            frozen_stages=frozen_stages,
-        )
-        self.score_fr = nn.Conv2d(self.backbone.out_channels, num_classes, 1)
+        self.backbone = backbone
+        # Indices of the scored features in the backbone's output: pool3 (stride 8), pool4 (16), top.
+        self.taps = {s: backbone.stage_index(s) for s in STRIDES if s >= stride and s < 32}
+        self.taps[32] = len(backbone.strides) - 1
+        self.score_fr = nn.Conv2d(backbone.channels[-1], num_classes, 1)
         scores = [self.score_fr]
         if stride <= 16:
             self.upscore2 = bilinear_upsampler(num_classes, 2, learnable_upsampling)
-            self.score_pool4 = nn.Conv2d(self.backbone.stage_channels[3], num_classes, 1)
+            self.score_pool4 = nn.Conv2d(backbone.channels[self.taps[16]], num_classes, 1)
             scores.append(self.score_pool4)
         if stride == 8:
             self.upscore_pool4 = bilinear_upsampler(num_classes, 2, learnable_upsampling)
-            self.score_pool3 = nn.Conv2d(self.backbone.stage_channels[2], num_classes, 1)
+            self.score_pool3 = nn.Conv2d(backbone.channels[self.taps[8]], num_classes, 1)
             scores.append(self.score_pool3)
         self.upscore = bilinear_upsampler(num_classes, stride, learnable_upsampling)
         if zero_init_scores:
@@ -119,10 +83,10 @@ class FCN(SegmentationModel):
                 nn.init.zeros_(layer.bias)
 
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
-        _, _, pool3, pool4, _, fc7 = self.backbone(x)
-        score = self.score_fr(fc7)
+        features = self.backbone(x)
+        score = self.score_fr(features[self.taps[32]])
         if self.stride <= 16:
-            score = self.upscore2(score) + self.score_pool4(pool4 * self.pool4_scale)
+            score = self.upscore2(score) + self.score_pool4(features[self.taps[16]] * self.pool4_scale)
         if self.stride == 8:
-            score = self.upscore_pool4(score) + self.score_pool3(pool3 * self.pool3_scale)
+            score = self.upscore_pool4(score) + self.score_pool3(features[self.taps[8]] * self.pool3_scale)
         return self.upscore(score)

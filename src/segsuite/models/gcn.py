@@ -10,7 +10,6 @@ and refined again; two more deconv + BR steps bring stride 4 to full resolution.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segsuite.models.backbones.resnet import resnet
+from segsuite.models.backbones.base import Backbone
 from segsuite.models.base import SegmentationModel
-from segsuite.models.fcn import bilinear_kernel
+from segsuite.models.ops import bilinear_upsampler
 from segsuite.utils.layout import memory_format_of
 
 
@@ -150,46 +149,35 @@ class BoundaryRefinement(nn.Module):
 
 
 def deconv2x(channels: int) -> nn.ConvTranspose2d:
-    """Transposed conv (kernel 4, stride 2, padding 1): exactly doubles H and W; bilinear init."""
-    up = nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1, bias=False)
-    with torch.no_grad():
-        up.weight.copy_(bilinear_kernel(channels, 4))
-    return up
+    """Learned transposed conv (kernel 4, stride 2, padding 1) that doubles H and W; bilinear init."""
+    return bilinear_upsampler(channels, 2, learnable=True)
 
 
 class GCN(SegmentationModel):
-    """Global Convolutional Network on a ResNet (output stride 32).
+    """Global Convolutional Network on a backbone whose stages have strides 4, 8, 16, 32.
 
     Args:
         num_classes: number of output classes.
-        backbone: "resnet18" ... "resnet152". Default resnet152: the paper's reported results
-            (PASCAL VOC 2012, Cityscapes) use ResNet-152; ResNet-50 is the lighter option.
+        backbone: the encoder (the paper's reported results, PASCAL VOC 2012 and Cityscapes, use
+            ResNet-152 at output stride 32). Every stage must halve the previous one's size.
         kernel_size: GCN kernel size k (paper: 15; odd).
         channels: width of the score maps; null uses num_classes as the paper does (a final 1x1
             classifier is added otherwise).
-        in_channels, pretrained, frozen_stages, norm_eval, frozen_bn: passed to the ResNet.
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        backbone: str = "resnet152",
-        kernel_size: int = 15,
-        channels: int | None = None,
-        in_channels: int = 3,
-        pretrained: str | os.PathLike | None = None,
-        frozen_stages: int = 0,
-        norm_eval: bool = False,
-        frozen_bn: bool = False,
-    ) -> None:
+    paper_crop = (512, 512)
+    paper_dataset = "VOC"
+
+    def __init__(self, num_classes: int, backbone: Backbone, kernel_size: int = 15,
+                 channels: int | None = None) -> None:
         super().__init__(num_classes)
-        self.backbone = resnet(
-            backbone, in_channels=in_channels, output_stride=32, pretrained=pretrained,
-            frozen_stages=frozen_stages, norm_eval=norm_eval, frozen_bn=frozen_bn,
-        )
-        self.size_divisor = 32
+        if tuple(backbone.strides) != (4, 8, 16, 32):
+            raise ValueError(f"GCN needs backbone stages at strides (4, 8, 16, 32) (output_stride 32), "
+                             f"got {tuple(backbone.strides)}")
+        self.backbone = backbone
+        self.size_divisor = backbone.output_stride
         width = channels or num_classes
-        stages = self.backbone.channels
+        stages = backbone.channels
         self.gcn = nn.ModuleList(GlobalConvBlock(c, width, kernel_size) for c in stages)
         self.stage_br = nn.ModuleList(BoundaryRefinement(width) for _ in stages)
         self.fuse_br = nn.ModuleList(BoundaryRefinement(width) for _ in stages[:-1])

@@ -10,54 +10,39 @@ layer3 (3x3 conv to C3/4 channels, dropout, 1x1 classifier) adds deep supervisio
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from segsuite.models.backbones.resnet import resnet
+from segsuite.models.backbones.base import Backbone
 from segsuite.models.base import SegmentationModel
 from segsuite.models.blocks import ConvBNReLU, FCNHead, PyramidPooling
 
 
 class PSPNet(SegmentationModel):
-    """PSPNet on a ResNet.
+    """PSPNet on a backbone (paper: ResNet-50 / ResNet-101 at output stride 8).
 
     Args:
         num_classes: number of output classes.
-        backbone: "resnet18" ... "resnet152" (paper: resnet50 / resnet101).
-        output_stride: backbone output stride, 8 (paper), 16 or 32.
+        backbone: the encoder (four stages); the PPM pools its last feature, the aux head reads
+            its third.
         bins: pyramid pooling bin sizes (paper: 1, 2, 3, 6).
         head_channels: channels of the 3x3 conv after pooling (paper: 512).
         dropout: dropout before the classifiers (paper: 0.1).
         aux_head: build the auxiliary FCN head on layer3.
-        in_channels, pretrained, frozen_stages, norm_eval, frozen_bn: passed to the ResNet.
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        backbone: str = "resnet50",
-        output_stride: int = 8,
-        bins: Sequence[int] = (1, 2, 3, 6),
-        head_channels: int = 512,
-        dropout: float = 0.1,
-        aux_head: bool = True,
-        in_channels: int = 3,
-        pretrained: str | os.PathLike | None = None,
-        frozen_stages: int = 0,
-        norm_eval: bool = False,
-        frozen_bn: bool = False,
-    ) -> None:
+    paper_crop = (713, 713)
+    paper_dataset = "Cityscapes"
+
+    def __init__(self, num_classes: int, backbone: Backbone, bins: Sequence[int] = (1, 2, 3, 6),
+                 head_channels: int = 512, dropout: float = 0.1, aux_head: bool = True) -> None:
         super().__init__(num_classes)
         if not bins:
             raise ValueError("PSPNet bins must list at least one bin size, e.g. [1, 2, 3, 6]")
-        self.backbone = resnet(
-            backbone, in_channels=in_channels, output_stride=output_stride, pretrained=pretrained,
-            frozen_stages=frozen_stages, norm_eval=norm_eval, frozen_bn=frozen_bn,
-        )
-        self.size_divisor = self.backbone.strides[-1]
+        self.backbone = backbone
+        self.size_divisor = backbone.output_stride
         top = self.backbone.channels[-1]
         self.ppm = PyramidPooling(top, top // len(bins), bins)
         self.bottleneck = ConvBNReLU(self.ppm.out_channels, head_channels, 3, nchw_on_cpu=True)

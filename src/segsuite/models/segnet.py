@@ -4,12 +4,10 @@ Encoder: the 13 convolutions of VGG16-BN (no fully connected layers); each of it
 max-pools stores the argmax locations. Decoder: the mirror image; each stage upsamples with
 max-unpooling at the stored locations of the matching encoder pool (a sparse map, no learned
 upsampling), then densifies it with 3x3 conv + BN + ReLU layers. A final 3x3 convolution gives
-the class scores. Weights are loaded only when `pretrained` names a checkpoint.
+the class scores. Encoder weights are loaded only when the backbone's `pretrained` names a checkpoint.
 """
 
 from __future__ import annotations
-
-import os
 
 import torch
 import torch.nn.functional as F
@@ -17,15 +15,7 @@ from torch import nn
 
 from segsuite.models.backbones.vgg import VGG, VGG16_STAGES
 from segsuite.models.base import SegmentationModel
-
-
-def max_unpool2x(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """Max-unpool by 2 at `indices` (from a 2x2 stride-2 max-pool of an even-sized map).
-
-    The output size is passed as Python ints, which `torch.jit.trace` needs.
-    """
-    size = [2 * int(s) for s in x.shape[-2:]]
-    return F.max_unpool2d(x, indices, 2, 2, output_size=size)
+from segsuite.models.ops import MaxUnpool2x
 
 
 def conv_bn_relu(in_ch: int, out_ch: int) -> list[nn.Module]:
@@ -56,32 +46,25 @@ def decoder_widths() -> list[list[int]]:
 
 
 class SegNet(SegmentationModel):
-    """SegNet with a VGG16-BN encoder and a max-unpooling decoder.
+    """SegNet with a VGG16 encoder (paper: VGG16-BN) and a max-unpooling decoder.
 
     Args:
         num_classes: number of output classes.
-        in_channels: input image channels.
-        pretrained: null, or a path/URL of a torchvision VGG16-BN checkpoint for the encoder.
-        frozen_stages: leading encoder stages (0-5) whose parameters are frozen.
+        backbone: the VGG encoder, without fc6/fc7 (`fully_conv=False`); SegNet runs its stages
+            itself to keep each pool's argmax indices.
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        in_channels: int = 3,
-        pretrained: str | os.PathLike | None = None,
-        frozen_stages: int = 0,
-    ) -> None:
+    paper_crop = (360, 480)
+    paper_dataset = "CamVid"
+
+    def __init__(self, num_classes: int, backbone: VGG) -> None:
         super().__init__(num_classes)
+        if not isinstance(backbone, VGG) or backbone.fully_conv:
+            raise ValueError("SegNet needs a VGG backbone without fc6/fc7 (fully_conv: false)")
         self.size_divisor = 32
-        self.backbone = VGG(
-            batch_norm=True,
-            in_channels=in_channels,
-            pretrained=pretrained,
-            frozen_stages=frozen_stages,
-        )
+        self.backbone = backbone
         stages = []
-        channels = self.backbone.stage_channels[-1]
+        channels = backbone.channels[-1]
         for widths in decoder_widths():
             layers: list[nn.Module] = []
             for width in widths:
@@ -89,6 +72,7 @@ class SegNet(SegmentationModel):
                 channels = width
             stages.append(nn.Sequential(*layers))
         self.decoder = nn.ModuleList(stages)
+        self.unpool = MaxUnpool2x()
         self.classifier = nn.Conv2d(channels, num_classes, 3, padding=1)
         for m in [*self.decoder.modules(), self.classifier]:
             if isinstance(m, nn.Conv2d):
@@ -97,7 +81,7 @@ class SegNet(SegmentationModel):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Run the encoder; return the pool5 map and each pool's argmax indices (shallowest first)."""
         indices = []
-        for i in range(len(self.backbone.stage_channels)):
+        for i in range(len(self.backbone.channels)):
             x, idx = F.max_pool2d(self.backbone.stage(i)(x), 2, 2, return_indices=True)
             indices.append(idx)
         return x, indices
@@ -105,5 +89,5 @@ class SegNet(SegmentationModel):
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         x, indices = self.encode(x)
         for stage, idx in zip(self.decoder, reversed(indices)):
-            x = stage(max_unpool2x(x, idx))
+            x = stage(self.unpool(x, idx))
         return self.classifier(x)

@@ -65,16 +65,11 @@ class UNet(SegmentationModel):
         dropout: dropout rate at the end of the contracting path (0 disables it).
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        in_channels: int = 3,
-        base_channels: int = 64,
-        depth: int = 4,
-        bilinear: bool = False,
-        batch_norm: bool = False,
-        dropout: float = 0.0,
-    ) -> None:
+    paper_crop = (572, 572)
+    paper_dataset = "ISBI"
+
+    def __init__(self, num_classes: int, in_channels: int = 3, base_channels: int = 64, depth: int = 4,
+                 bilinear: bool = False, batch_norm: bool = False, dropout: float = 0.0) -> None:
         super().__init__(num_classes)
         self.size_divisor = 2**depth
         widths = [base_channels * 2**i for i in range(depth + 1)]

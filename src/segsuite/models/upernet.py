@@ -10,51 +10,38 @@ layer3 gives deep supervision during training (loss weight 0.4 as in PSPNet; set
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from segsuite.models.backbones.resnet import resnet
+from segsuite.models.backbones.base import Backbone
 from segsuite.models.base import SegmentationModel
 from segsuite.models.blocks import ConvBNReLU, FCNHead, PyramidPooling, resize_to
 
 
 class UPerNet(SegmentationModel):
-    """UPerNet on a ResNet.
+    """UPerNet on a backbone (paper: ResNet-50 / ResNet-101 at output stride 32).
 
     Args:
         num_classes: number of output classes.
-        backbone: "resnet18" ... "resnet152" (paper: resnet50 / resnet101).
+        backbone: the encoder; the PPM pools its last feature, every other one gets a lateral,
+            and the aux head reads the third.
         channels: width of the PPM branches, the FPN and the fusion conv (paper: 512).
         bins: pyramid pooling bin sizes (paper: 1, 2, 3, 6).
         dropout: dropout before the classifiers.
         aux_head: build the auxiliary FCN head on layer3.
-        in_channels, pretrained, frozen_stages, norm_eval, frozen_bn: passed to the ResNet.
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        backbone: str = "resnet50",
-        channels: int = 512,
-        bins: Sequence[int] = (1, 2, 3, 6),
-        dropout: float = 0.1,
-        aux_head: bool = True,
-        in_channels: int = 3,
-        pretrained: str | os.PathLike | None = None,
-        frozen_stages: int = 0,
-        norm_eval: bool = False,
-        frozen_bn: bool = False,
-    ) -> None:
+    paper_crop = (512, 512)
+    paper_dataset = "ADE20K"
+
+    def __init__(self, num_classes: int, backbone: Backbone, channels: int = 512, bins: Sequence[int] = (1, 2, 3, 6),
+                 dropout: float = 0.1, aux_head: bool = True) -> None:
         super().__init__(num_classes)
-        self.backbone = resnet(
-            backbone, in_channels=in_channels, output_stride=32, pretrained=pretrained,
-            frozen_stages=frozen_stages, norm_eval=norm_eval, frozen_bn=frozen_bn,
-        )
-        self.size_divisor = 32
-        stage_channels = self.backbone.channels
+        self.backbone = backbone
+        self.size_divisor = backbone.output_stride
+        stage_channels = backbone.channels
         self.ppm = PyramidPooling(stage_channels[-1], channels, bins)
         self.ppm_bottleneck = ConvBNReLU(self.ppm.out_channels, channels, 3)
         self.laterals = nn.ModuleList(ConvBNReLU(c, channels, 1) for c in stage_channels[:-1])

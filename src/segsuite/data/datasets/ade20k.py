@@ -29,6 +29,8 @@ class ADE20K(ImageMaskDataset):
         class_names: the 150 class names (train id order).
         palette: 150 x 3 RGB colours (None: generated).
     """
+    official_image_size = (512, 683)  # shorter side 512 in ADEChallengeData2016 (typical)
+
 
     def __init__(self, root: str | Path, split: str = "train", class_names: Sequence[str] = (),
                  palette: Sequence[Sequence[int]] | None = None, **kwargs) -> None:

@@ -12,7 +12,7 @@ import logging
 import random
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -78,6 +78,9 @@ class SegDataset(Dataset):
             `SegDataModule` sets it when it moves `Normalize` onto the device
             (`data.normalize_on_device`); the default keeps the float32 / int64 contract.
     """
+    # (height, width) of the released images (most of them, where sizes vary); None for procedural or own
+    # data. The benchmark and the loading-speed tests rewrite the fixture trees at this size.
+    official_image_size: ClassVar[tuple[int, int] | None] = None
 
     classes: Sequence[str] = ()
     palette: np.ndarray = np.zeros((0, 3), dtype=np.uint8)

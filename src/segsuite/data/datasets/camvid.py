@@ -29,6 +29,8 @@ class CamVid(ImageMaskDataset):
         class_names: the 11 class names (index = label value).
         palette: 11 x 3 RGB colours.
     """
+    official_image_size = (360, 480)
+
 
     def __init__(self, root: str | Path, split: str = "train", class_names: Sequence[str] = (),
                  palette: Sequence[Sequence[int]] | None = None, **kwargs) -> None:

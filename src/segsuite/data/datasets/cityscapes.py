@@ -42,6 +42,8 @@ class Cityscapes(ImageMaskDataset):
         class_names: the 19 class names (trainId order).
         palette: 19 x 3 RGB colours.
     """
+    official_image_size = (1024, 2048)
+
 
     def __init__(self, root: str | Path, sources: Sequence[Sequence[str]] = (("train", "gtFine"),),
                  class_names: Sequence[str] = (), palette: Sequence[Sequence[int]] | None = None,

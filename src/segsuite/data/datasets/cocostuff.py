@@ -51,6 +51,8 @@ def coco_lut(coco_ids: Sequence[int], raw_of_id: int, raw_unlabeled: int) -> np.
 
 
 class _CocoStuff(ImageMaskDataset):
+    official_image_size = (480, 640)  # typical COCO image
+
     def __init__(self, class_names: Sequence[str], label_set: int, unused_ids: Sequence[int],
                  palette: Sequence[Sequence[int]] | None, **kwargs) -> None:
         names, self.coco_ids = coco_classes(class_names, int(label_set), unused_ids)

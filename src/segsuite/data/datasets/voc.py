@@ -34,6 +34,8 @@ class VOCSegmentation(ImageMaskDataset):
         class_names: the 21 class names (index = label value).
         palette: 21 x 3 RGB colours.
     """
+    official_image_size = (375, 500)  # most VOC images: 500 x 375 or 375 x 500
+
 
     def __init__(self, root: str | Path, split: str = "train", mask_dir: str = "SegmentationClass",
                  class_names: Sequence[str] = (), palette: Sequence[Sequence[int]] | None = None,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
+
+StateDict = dict[str, torch.Tensor]
 
 
 def resolve_checkpoint(path_or_url: str | os.PathLike) -> Path:
@@ -34,13 +36,18 @@ def resolve_checkpoint(path_or_url: str | os.PathLike) -> Path:
 
 
 def load_pretrained(
-    module: nn.Module, path_or_url: str | os.PathLike, exclude_prefixes: Iterable[str] = ()
+    module: nn.Module,
+    path_or_url: str | os.PathLike,
+    exclude_prefixes: Iterable[str] = (),
+    convert: Callable[[StateDict, StateDict, Path], StateDict] | None = None,
 ) -> None:
     """Load a torchvision-format state dict into `module` with strict key matching.
 
     Keys starting with any of `exclude_prefixes` (e.g. the ImageNet classifier `fc.`) are dropped
-    from the checkpoint first. A mismatch raises naming the missing and unexpected keys.
-    Loading uses `weights_only=True`, so a checkpoint can never run code.
+    from the checkpoint first; `convert(state, own_state, path)`, if given, then adapts the file's
+    tensors (e.g. Linear weights reshaped into convolutions). A mismatch raises naming the missing
+    and unexpected keys or the wrong shapes. Loading uses `weights_only=True`, so a checkpoint can
+    never run code.
     """
     path = resolve_checkpoint(path_or_url)
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -49,6 +56,8 @@ def load_pretrained(
     prefixes = tuple(exclude_prefixes)
     state = {k: v for k, v in state.items() if not (prefixes and k.startswith(prefixes))}
     own = module.state_dict()
+    if convert is not None:
+        state = convert(state, own, path)
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from segsuite.models.backbones.base import Backbone
 from segsuite.models.backbones.pretrained import load_pretrained
 
 # Blocks per stage and block type of each depth (He et al. 2016, Table 1).
@@ -155,7 +156,7 @@ def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     return weight.repeat(1, repeats, 1, 1)[:, :in_channels] * (weight.shape[1] / in_channels)
 
 
-class ResNet(nn.Module):
+class ResNet(Backbone):
     """ResNet encoder returning the outputs of its four stages (`layer1`..`layer4`).
 
     Args:
@@ -174,7 +175,7 @@ class ResNet(nn.Module):
             FrozenBatchNorm2d but with BatchNorm2d's state-dict keys.
         pretrained: null, or a local path / URL of a torchvision ResNet checkpoint of this depth.
 
-    Attributes:
+    Attributes (the `Backbone` description):
         channels: output channels of the four stages.
         strides: output strides of the four stages (after dilation, e.g. 4, 8, 8, 8 at OS 8).
         dilations: the dilation rate of every block of every stage.
@@ -205,7 +206,6 @@ class ResNet(nn.Module):
         kind, blocks = DEPTHS[depth]
         block = BasicBlock if kind == "basic" else Bottleneck
         self.depth = depth
-        self.output_stride = output_stride
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval or frozen_bn
         self.frozen_bn = frozen_bn
@@ -300,7 +300,10 @@ class ResNet(nn.Module):
 
 
 def resnet(name: str, **kwargs) -> ResNet:
-    """Build a ResNet from its name ("resnet18" ... "resnet152"); kwargs go to `ResNet`."""
+    """Build a ResNet from its name ("resnet18" ... "resnet152"); kwargs go to `ResNet`.
+
+    The builder of the model configs' `backbone:` node (`model.backbone.name=resnet18`).
+    """
     names = {f"resnet{d}": d for d in DEPTHS}
     if name not in names:
         raise ValueError(f"unknown backbone {name!r}: expected one of {sorted(names, key=names.get)}")

@@ -16,16 +16,15 @@ convolutions on load (25088 = 512*7*7 in the (C, kH, kW) order of torchvision's 
 
 from __future__ import annotations
 
-import logging
 import os
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from segsuite.models.backbones.pretrained import load_pretrained, resolve_checkpoint
+from segsuite.models.backbones.base import Backbone
+from segsuite.models.backbones.pretrained import load_pretrained
 from segsuite.models.nchw import NCHWConv2d
-
-log = logging.getLogger(__name__)
 
 # Output widths of the 13 convolutions, grouped into the five stages that each end in a 2x2 pool.
 VGG16_STAGES: tuple[tuple[int, ...], ...] = (
@@ -38,8 +37,9 @@ VGG16_STAGES: tuple[tuple[int, ...], ...] = (
 FC_CHANNELS = 4096
 
 
-class VGG(nn.Module):
-    """VGG16 feature extractor returning the five pooled stage outputs (strides 2, 4, 8, 16, 32).
+class VGG(Backbone):
+    """VGG16 feature extractor returning the five pooled stage outputs (strides 2, 4, 8, 16, 32),
+    followed by fc7 (stride 32, 4096 channels) with `fully_conv`.
 
     Args:
         batch_norm: VGG16-BN (BatchNorm after every convolution) instead of VGG16.
@@ -49,6 +49,10 @@ class VGG(nn.Module):
         pretrained: null, or a local path / URL of a torchvision-format checkpoint.
         frozen_stages: number of leading stages (0-5) whose parameters are frozen; frozen
             BatchNorm layers also stay in eval mode.
+
+    Attributes (the `Backbone` description):
+        channels: channels of pool1..pool5 (64, 128, 256, 512, 512), then 4096 for fc7.
+        strides: 2, 4, 8, 16, 32, then 32 for fc7.
     """
 
     def __init__(
@@ -66,11 +70,12 @@ class VGG(nn.Module):
         self.batch_norm = batch_norm
         self.fully_conv = fully_conv
         self.frozen_stages = frozen_stages
-        self.stage_channels = tuple(stage[-1] for stage in VGG16_STAGES)
+        pools = tuple(stage[-1] for stage in VGG16_STAGES)
+        self.channels: tuple[int, ...] = pools + ((FC_CHANNELS,) if fully_conv else ())
+        self.strides: tuple[int, ...] = tuple(2 ** (i + 1) for i in range(len(pools)))
+        self.strides += self.strides[-1:] if fully_conv else ()
         layers: list[nn.Module] = []
-        self.stage_bounds: list[
-            tuple[int, int]
-        ] = []  # [start, end) of each stage's convs in `features`
+        self.stage_bounds: list[tuple[int, int]] = []  # [start, end) of each stage's convs in `features`
         channels = in_channels
         for widths in VGG16_STAGES:
             start = len(layers)
@@ -98,11 +103,6 @@ class VGG(nn.Module):
             load_vgg_pretrained(self, pretrained)
         self._freeze()
 
-    @property
-    def out_channels(self) -> int:
-        """Channels of the last output (fc7 with `fully_conv`, else pool5)."""
-        return FC_CHANNELS if self.fully_conv else self.stage_channels[-1]
-
     def stage(self, index: int) -> nn.Sequential:
         """The convolutions (+BN, ReLU) of stage `index` (0-4), without its closing max-pool."""
         start, end = self.stage_bounds[index]
@@ -129,6 +129,7 @@ class VGG(nn.Module):
                 p.requires_grad_(False)
 
     def train(self, mode: bool = True) -> VGG:
+        """Set train/eval mode, keeping the BatchNorms of frozen stages in eval mode."""
         super().train(mode)
         for module in self._frozen_modules():
             if isinstance(module, nn.BatchNorm2d):
@@ -146,6 +147,17 @@ class VGG(nn.Module):
         return outputs
 
 
+def vgg(name: str, **kwargs) -> VGG:
+    """Build a VGG from its name ("vgg16" or "vgg16_bn"); kwargs go to `VGG`.
+
+    The builder of the model configs' `backbone:` node (`model.backbone.name=vgg16_bn`).
+    """
+    builders = {"vgg16": vgg16, "vgg16_bn": vgg16_bn}
+    if name not in builders:
+        raise ValueError(f"unknown backbone {name!r}: expected one of {sorted(builders)}")
+    return builders[name](**kwargs)
+
+
 def vgg16(**kwargs) -> VGG:
     """VGG16 (14,714,688 parameters in `features`)."""
     return VGG(batch_norm=False, **kwargs)
@@ -156,9 +168,8 @@ def vgg16_bn(**kwargs) -> VGG:
     return VGG(batch_norm=True, **kwargs)
 
 
-def _fc_to_conv(
-    state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], path
-) -> dict[str, torch.Tensor]:
+def _fc_to_conv(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], path: Path | str
+                ) -> dict[str, torch.Tensor]:
     """Reshape torchvision's Linear fc6/fc7 weights into the convolution shapes of `own`."""
     state = dict(state)
     for key in ("classifier.0.weight", "classifier.3.weight"):
@@ -183,31 +194,7 @@ def load_vgg_pretrained(model: VGG, path_or_url: str | os.PathLike) -> None:
     Without `fully_conv` all of `classifier.` is excluded; with it, fc6/fc7 are converted to
     convolutions and must be present.
     """
-    if not model.fully_conv:
+    if model.fully_conv:
+        load_pretrained(model, path_or_url, exclude_prefixes=("classifier.6.",), convert=_fc_to_conv)
+    else:
         load_pretrained(model, path_or_url, exclude_prefixes=("classifier.",))
-        return
-    path = resolve_checkpoint(path_or_url)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    state = {k: v for k, v in state.items() if not k.startswith("classifier.6.")}
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise RuntimeError(
-            f"checkpoint {path} does not match VGG(fully_conv=True): missing keys {missing[:20]} "
-            f"({len(missing)}), unexpected keys {unexpected[:20]} ({len(unexpected)})"
-        )
-    state = _fc_to_conv(state, own, path)
-    wrong = [
-        f"{k}: model {tuple(own[k].shape)} vs file {tuple(state[k].shape)}"
-        for k in own
-        if own[k].shape != state[k].shape
-    ]
-    if wrong:
-        raise RuntimeError(
-            f"checkpoint {path} has tensors of the wrong shape for VGG: {', '.join(wrong[:10])}"
-        )
-    model.load_state_dict(state, strict=True)
-    log.info("loaded pretrained VGG weights (fc6/fc7 as convolutions) from %s", path)

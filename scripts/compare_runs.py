@@ -1,0 +1,101 @@
+"""Compare finished training runs: a Markdown table of their test scores and a PNG of their learning curves.
+
+    python scripts/compare_runs.py <run dir> [<run dir> ...] [--labels A B ...] [--out docs/results/x]
+
+Each run directory is one `segsuite.train` run (its `metrics.json`, `csv/metrics.csv`,
+`config.yaml` and `checkpoints/best.ckpt`). The table has one row per run: parameters, epochs,
+best validation mIoU and its epoch, test mIoU / mAcc / aAcc (the best checkpoint, as the run tested
+it) and the test IoU of every class. The figure plots validation mIoU against the share of each
+run's epochs done, so runs given one time budget with different epoch counts share an axis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from omegaconf import OmegaConf
+
+from segsuite.checkpoint import build_net, load_checkpoint
+from segsuite.manifest import RunManifest
+
+
+def val_curve(run: Path) -> list[tuple[int, float]]:
+    """(epoch, val mIoU) per validation, from the run's CSV log."""
+    with open(run / "csv" / "metrics.csv") as fh:
+        return [(int(row["epoch"]), float(row["val/mIoU"])) for row in csv.DictReader(fh) if row.get("val/mIoU")]
+
+
+def summary(run: Path, label: str) -> dict:
+    """What the table shows of one run."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    config = OmegaConf.load(run / "config.yaml")
+    curve = val_curve(run)
+    best_epoch, best_val = max(curve, key=lambda point: point[1])
+    ckpt = load_checkpoint(run / "checkpoints" / "best.ckpt")
+    net = build_net(ckpt)
+    names = RunManifest.from_checkpoint(ckpt).class_names  # label order
+    return {"label": label, "params_m": sum(p.numel() for p in net.parameters()) / 1e6,
+            "epochs": int(config.trainer.max_epochs), "best_val": best_val, "best_epoch": best_epoch + 1,
+            "test_miou": metrics["test/mIoU"], "test_macc": metrics["test/mAcc"], "test_aacc": metrics["test/aAcc"],
+            "iou": {n: metrics[f"test/IoU/{n}"] for n in names}, "curve": curve}
+
+
+def table(rows: list[dict]) -> str:
+    """The Markdown table (percentages with one decimal)."""
+    classes = list(rows[0]["iou"])
+    head = ["network", "params (M)", "epochs", "best val mIoU (epoch)", "test mIoU", "test mAcc", "test aAcc",
+            *classes]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["label"], f"{r['params_m']:.2f}", str(r["epochs"]), f"{100 * r['best_val']:.1f} ({r['best_epoch']})",
+                 f"**{100 * r['test_miou']:.1f}**", f"{100 * r['test_macc']:.1f}", f"{100 * r['test_aacc']:.1f}",
+                 *(f"{100 * r['iou'][c]:.1f}" for c in classes)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    """Validation mIoU against the share of the run's epochs done."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for r in rows:
+        xs = [(epoch + 1) / r["epochs"] for epoch, _ in r["curve"]]
+        ax.plot(xs, [100 * v for _, v in r["curve"]], marker="o", markersize=2.5,
+                label=f"{r['label']} ({r['epochs']} ep)")
+    ax.set_xlabel("share of the training budget done (epochs / total epochs)")
+    ax.set_ylabel("validation mIoU (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories of segsuite.train")
+    parser.add_argument("--labels", nargs="+", help="a name per run (default: the run's task_name)")
+    parser.add_argument("--out", type=Path, default=Path("outputs/compare_runs"),
+                        help="folder for table.md and curves.png")
+    parser.add_argument("--title", default="validation mIoU during training")
+    args = parser.parse_args()
+    if args.labels and len(args.labels) != len(args.runs):
+        parser.error(f"{len(args.labels)} labels for {len(args.runs)} runs")
+    labels = args.labels or [str(OmegaConf.load(run / "config.yaml").task_name) for run in args.runs]
+    rows = [summary(run, label) for run, label in zip(args.runs, labels)]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "table.md").write_text(table(rows) + "\n")
+    plot(rows, args.out / "curves.png", args.title)
+    print(table(rows))
+    print(f"wrote {args.out / 'table.md'} and {args.out / 'curves.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""`python -m segsuite.benchmark [options]`: see `segsuite.benchmark.cli`."""
+
+from segsuite.benchmark.cli import main
+
+main()

@@ -1,0 +1,173 @@
+"""Assembly: a config (or a checkpoint) in, datamodule, module and trainer out.
+
+The one place that knows how the parts fit: the loss's extra targets go to the datamodule, the
+run manifest and the inferencer to the module, all as constructor arguments. The entry points
+(`segsuite.train`, `segsuite.evaluate`) only call these builders.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+
+from segsuite.checkpoint import build_net as build_net_from_checkpoint
+from segsuite.checkpoint import check_num_classes, load_checkpoint, load_net_weights, run_config
+from segsuite.data.datamodule import SegDataModule
+from segsuite.inference import Inferencer, build_inferencer
+from segsuite.losses.class_weights import has_auto_weights, resolve_auto_weights
+from segsuite.manifest import RunManifest
+from segsuite.module import SegmentationModule
+from segsuite.preflight import splits_used
+from segsuite.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from segsuite.utils.resolvers import register_resolvers
+
+register_resolvers()  # the configs built here use segsuite's resolvers
+log = logging.getLogger(__name__)
+
+
+def build_datamodule(cfg: DictConfig, target_fn: Any = None) -> SegDataModule:
+    """The datamodule of `cfg.data` over `cfg.dataset` with `cfg.augmentation`'s pipelines."""
+    return instantiate(cfg.data, dataset=cfg.dataset, augmentation=cfg.augmentation, target_fn=target_fn,
+                       _recursive_=False)
+
+
+def build_criterion(cfg: DictConfig) -> nn.Module:
+    """The loss of `cfg.loss`; `weight: auto` entries become the class weights of the training split
+    (`class_weights_method`), computed from its masks after they pass the data check and cached."""
+    loss_cfg = cfg.loss
+    if has_auto_weights(loss_cfg):
+        training_data = build_datamodule(cfg)
+        training_data.check_splits(["train"])
+        cache_dir = Path(cfg.data.get("cache_dir") or Path(cfg.paths.data_dir) / ".segsuite_cache")
+        loss_cfg = resolve_auto_weights(loss_cfg, training_data.raw_dataset("train"), cache_dir,
+                                        method=cfg.class_weights_method)
+    return instantiate(loss_cfg)
+
+
+def build_net(cfg: DictConfig) -> nn.Module:
+    """The network of `cfg.model`; with `init_from=<checkpoint>`, that checkpoint's weights (strictly)."""
+    net = instantiate(cfg.model)
+    if cfg.get("init_from"):
+        load_net_weights(net, load_checkpoint(cfg.init_from, key="init_from"), cfg.model,
+                         source=f"init_from={cfg.init_from}")
+    return net
+
+
+def build_module(cfg: DictConfig, net: nn.Module, criterion: nn.Module, class_names: Sequence[str],
+                 manifest: RunManifest | None = None, inference: Inferencer | None = None) -> SegmentationModule:
+    """The LightningModule of `cfg.module` around `net` and `criterion`, with `cfg.optimizer` and
+    `cfg.scheduler` (an evaluation config without them gets neither)."""
+    optimizer = cfg.get("optimizer")
+    module = instantiate(cfg.module, _partial_=True)  # objects below are passed as they are, not as configs
+    return module(
+        net=net, criterion=criterion,
+        optimizer=instantiate(optimizer.factory) if optimizer else None,
+        scheduler=instantiate(cfg.scheduler) if optimizer and cfg.get("scheduler") else None,
+        lr=optimizer.lr if optimizer else 0.0,
+        weight_decay=optimizer.weight_decay if optimizer else 0.0,
+        backbone_lr_mult=optimizer.get("backbone_lr_mult", 1.0) if optimizer else 1.0,
+        class_names=list(class_names), run_manifest=manifest, inference=inference,
+    )
+
+
+def _checked_data(cfg: DictConfig, check: Sequence[str]) -> tuple[nn.Module, SegDataModule]:
+    """The loss and the datamodule fed with its extra targets, the splits in `check` checked."""
+    criterion = build_criterion(cfg)
+    datamodule = build_datamodule(cfg, target_fn=getattr(criterion, "target_fn", None))
+    datamodule.check_splits(list(check))
+    return criterion, datamodule
+
+
+def build_components(cfg: DictConfig, check: Sequence[str] = ()) -> tuple[SegDataModule, SegmentationModule]:
+    """The datamodule and module of a training run of `cfg`.
+
+    The splits named in `check` are built and their files checked first (`data.verify`), so bad
+    data fails (or is left out, `data.skip_bad`) before anything trains on it.
+    """
+    criterion, datamodule = _checked_data(cfg, check)
+    manifest = RunManifest.from_config(cfg, datamodule.class_names, datamodule.palette.tolist())
+    return datamodule, build_module(cfg, build_net(cfg), criterion, datamodule.class_names, manifest)
+
+
+@dataclass
+class TrainingRun:
+    """Everything `segsuite.train` fits and tests."""
+
+    datamodule: SegDataModule
+    module: SegmentationModule
+    trainer: pl.Trainer
+    loggers: list = field(default_factory=list)
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        """The run's facts (run_facts.json), as its checkpoints store them."""
+        return self.module.run_manifest.run_facts
+
+
+def run_facts(cfg: DictConfig, trainer: pl.Trainer, datamodule: SegDataModule,
+              resumed: dict[str, Any] | None) -> dict[str, Any]:
+    """Batch sizes, world size, precision, seed and data-check outcome of the run (run_facts.json)."""
+    facts = {"global_batch_size": int(cfg.data.batch_size) * int(trainer.accumulate_grad_batches),
+             "per_device_batch_size": int(cfg.data.batch_size) // max(trainer.world_size, 1),
+             "world_size": trainer.world_size, "precision": str(trainer.precision), "seed": cfg.seed,
+             "data_verify": str(cfg.data.get("verify", "off")), "skipped_bad_samples": dict(datamodule.skipped)}
+    if resumed:
+        facts["resumed_from"] = resumed
+    return facts
+
+
+def build_training(cfg: DictConfig, resumed: dict[str, Any] | None = None) -> TrainingRun:
+    """Loss and datamodule (every split the run uses checked first), network, callbacks, loggers,
+    trainer, and the module holding the run manifest."""
+    criterion, datamodule = _checked_data(cfg, splits_used(cfg))
+    net = build_net(cfg)
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=instantiate_callbacks(cfg.get("callbacks")),
+                                      logger=loggers or False)
+    manifest = RunManifest.from_config(cfg, datamodule.class_names, datamodule.palette.tolist(),
+                                       run_facts(cfg, trainer, datamodule, resumed))
+    return TrainingRun(datamodule, build_module(cfg, net, criterion, datamodule.class_names, manifest),
+                       trainer, loggers)
+
+
+# -- from a checkpoint ----------------------------------------------------------------------------------
+def stored_run_config(cfg: DictConfig, ckpt: dict[str, Any]) -> DictConfig:
+    """The checkpoint's training config with the dataset, data root and batch size given in `cfg`
+    (an evaluate config) in place of the stored ones."""
+    train_cfg = run_config(ckpt)
+    dataset = cfg.get("dataset") or {}
+    root = cfg.get("data_root") or dataset.get("root")
+    if "num_classes" in dataset:  # a whole dataset group (`dataset=<name>`) replaces the stored one
+        check_num_classes(ckpt, dataset.num_classes, f"dataset '{dataset.get('name')}'")
+        train_cfg.dataset = dataset
+    if root:
+        train_cfg.dataset.root = root
+        for split in ("train", "val", "test"):
+            if train_cfg.dataset.get(split) and "root" in train_cfg.dataset[split]:
+                train_cfg.dataset[split].root = root
+    if cfg.get("batch_size"):
+        train_cfg.data.val_batch_size = cfg.batch_size
+    if cfg.get("save_predictions"):  # every prediction is written at its image's own size: no padded batches
+        train_cfg.data.val_batch_size = 1
+    train_cfg.data.num_workers = cfg.num_workers
+    return train_cfg
+
+
+def build_evaluation(cfg: DictConfig, ckpt: dict[str, Any]) -> tuple[SegDataModule, SegmentationModule]:
+    """The datamodule and module that score checkpoint `ckpt` as `cfg` (an evaluate config) asks:
+    its stored model, loss and pipelines, predicting with `cfg.tta`."""
+    train_cfg = stored_run_config(cfg, ckpt)
+    manifest = RunManifest.from_checkpoint(ckpt)
+    train_cfg.optimizer = None
+    module = build_module(train_cfg, build_net_from_checkpoint(ckpt), instantiate(train_cfg.loss),
+                          manifest.class_names, manifest,
+                          inference=build_inferencer(cfg.tta, train_cfg.dataset.get("crop_size")))
+    return build_datamodule(train_cfg), module
