@@ -118,3 +118,38 @@ def test_nothing_scans_sys_modules_or_patches_lightning_outside_the_launch_adapt
         assert not any(f"sys.modules.{how}" in source for how in ("items", "values", "keys")), path
         if path.name != "launch.py":
             assert "_hydra_subprocess_cmd" not in source, path
+
+
+OLD_LAYOUT = {  # model configs as checkpoints stored them before the `backbone:` node (flat encoder keys)
+    "deeplabv3plus": {"_target_": "segsuite.models.deeplabv3plus.DeepLabV3Plus", "num_classes": 5,
+                      "backbone": "resnet18", "pretrained": None, "output_stride": 8, "aspp_rates": [6, 12, 18],
+                      "multi_grid": [1, 2, 4], "aspp_channels": 16, "low_level_channels": 8, "separable": False,
+                      "dropout": 0.1, "in_channels": 3, "frozen_stages": 0, "norm_eval": False, "frozen_bn": False},
+    "segnet": {"_target_": "segsuite.models.segnet.SegNet", "num_classes": 5, "in_channels": 3, "pretrained": None,
+               "frozen_stages": 2},
+}
+TODAY = {
+    "deeplabv3plus": ["model.backbone.name=resnet18", "model.backbone.output_stride=8",
+                      "model.backbone.multi_grid=[1,2,4]", "model.aspp_channels=16", "model.low_level_channels=8"],
+    "segnet": ["model.backbone.frozen_stages=2"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(OLD_LAYOUT))
+def test_checkpoints_of_the_flat_backbone_layout_still_load(compose_cfg, name):
+    """A checkpoint whose stored model config predates the `backbone:` node rebuilds the same network."""
+    from hydra.utils import instantiate
+
+    from segsuite.checkpoint import build_net
+
+    cfg = compose_cfg("train", [f"model={name}", "dataset.num_classes=5", *TODAY[name]])
+    torch.manual_seed(0)
+    today = instantiate(cfg.model).eval()
+    ckpt = {"state_dict": {f"net.{k}": v for k, v in today.state_dict().items()},
+            MANIFEST_KEY: {"config": {"model": OLD_LAYOUT[name]}, "num_classes": 5, "class_names": list("abcde"),
+                           "palette": [[0, 0, 0]] * 5, "mean": [0.5] * 3, "std": [0.5] * 3, "ignore_index": 255}}
+    rebuilt = build_net(ckpt).eval()
+    assert [p.requires_grad for p in rebuilt.parameters()] == [p.requires_grad for p in today.parameters()]
+    x = torch.randn(1, 3, 40, 56)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), today(x))

@@ -160,6 +160,20 @@ def architectures(conf_dir: str | Path | None = None) -> list[str]:
     return sorted(kept)
 
 
+def config_for_target(group: str, target: str, conf_dir: str | Path | None = None) -> dict | None:
+    """The shipped `<group>` config (plain, interpolations as written) that builds class `target`,
+    the architecture's own config where several do (`architectures`), or None."""
+    names = config_names(group, conf_dir)
+    if group == "model":
+        preferred = architectures(conf_dir)
+        names = preferred + [n for n in names if n not in preferred]
+    for name in names:
+        cfg = group_config(group, name, conf_dir)
+        if cfg.get("_target_") == target:
+            return OmegaConf.to_container(cfg)
+    return None
+
+
 def _default_configs(cls: type, names: list[str], conf_dir: str | Path | None) -> list[str]:
     configs = {n: OmegaConf.to_container(model_config(n, conf_dir)) for n in names}
     keys = set().union(*configs.values())

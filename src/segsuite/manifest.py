@@ -57,8 +57,11 @@ class RunManifest:
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any]) -> RunManifest:
-        """The manifest stored in a loaded checkpoint (keys it does not know are ignored)."""
-        stored = ckpt[MANIFEST_KEY]
+        """The manifest stored in a loaded checkpoint (keys it does not know are ignored); a model
+        config of an older layout is read in today's (`upgrade_model_config`)."""
+        stored = dict(ckpt[MANIFEST_KEY])
+        if isinstance(stored.get("config"), dict) and isinstance(stored["config"].get("model"), dict):
+            stored["config"] = {**stored["config"], "model": upgrade_model_config(stored["config"]["model"])}
         return cls(**{name: stored[name] for name in cls.__dataclass_fields__ if name in stored})
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,3 +76,34 @@ class RunManifest:
     def describe(self) -> str:
         """`'segsuite.models.unet.UNet with 6 classes'`."""
         return f"{self.model_target} with {self.num_classes} classes"
+
+
+# Keys a head took itself before its encoder became a `backbone:` node, under their node names.
+_RENAMED_INTO_BACKBONE = {"dropout": "fc_dropout"}  # FCN's fc6/fc7 dropout
+
+
+def upgrade_model_config(model: dict[str, Any]) -> dict[str, Any]:
+    """A stored model config in today's layout.
+
+    Checkpoints written before backbones became a `backbone:` node hold the encoder's settings at the
+    top level (`backbone: resnet50`, `pretrained`, `output_stride`, `frozen_stages`, ...). Those move
+    into the node of today's config for the same architecture (its other node keys keep today's
+    defaults, which were the fixed values then). Configs already in today's layout, and
+    architectures without a backbone node, are returned unchanged. State-dict keys never changed.
+    """
+    if not model.get("_target_") or isinstance(model.get("backbone"), dict):
+        return model
+    from segsuite.catalog import config_for_target  # the catalog imports the model classes lazily
+
+    current = config_for_target("model", str(model.get("_target_")))
+    if current is None or not isinstance(current.get("backbone"), dict):
+        return model
+    node = dict(current["backbone"])
+    upgraded = {k: v for k, v in model.items() if k != "backbone"}
+    if isinstance(model.get("backbone"), str):
+        node["name"] = model["backbone"]
+    for key in list(upgraded):
+        target = _RENAMED_INTO_BACKBONE.get(key, key) if key not in current else key
+        if key not in current and target in node:
+            node[target] = upgraded.pop(key)
+    return {**upgraded, "backbone": node}

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from segsuite.manifest import MANIFEST_KEY, upgrade_model_config
+
 # key -> (type, lower bound, what it is); None values are left to their defaults
 NUMERIC_KEYS: dict[str, tuple[type, float, str]] = {
     "seed": (int, 0, "the random seed"),
@@ -54,7 +56,7 @@ def load_resume_checkpoint(path: str | Path, cfg: DictConfig) -> dict[str, Any]:
                 "use init_from= with a segsuite checkpoint" if isinstance(ckpt, dict) else "it holds no training state")
         raise ValueError(f"{where}: cannot resume training from it: {hint}. Resume from a run's "
                          f"checkpoints/last.ckpt or interrupted.ckpt")
-    stored = (ckpt.get("segsuite") or {}).get("config", {}).get("model", {})
+    stored = upgrade_model_config((ckpt.get(MANIFEST_KEY) or {}).get("config", {}).get("model", {}))
     model = cfg.model
     if stored and (stored.get("_target_") != model.get("_target_")
                    or stored.get("num_classes") != model.get("num_classes")):
