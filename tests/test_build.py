@@ -153,3 +153,18 @@ def test_checkpoints_of_the_flat_backbone_layout_still_load(compose_cfg, name):
     x = torch.randn(1, 3, 40, 56)
     with torch.no_grad():
         assert torch.equal(rebuilt(x), today(x))
+
+
+def test_evaluation_feeds_the_stored_loss_its_extra_targets(compose_cfg, tmp_path):
+    """`segsuite.evaluate` scores the validation loss with the maps computed by the datasets, as training did."""
+    from segsuite.build import build_evaluation
+
+    cfg = compose_cfg("train", [*SMALL, "loss=boundary", f"paths.output_dir={tmp_path}"])
+    _, module = build_components(cfg)
+    ckpt = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(ckpt)
+    datamodule, evaluated = build_evaluation(compose_cfg("evaluate", ["ckpt_path=unused", "num_workers=0"]), ckpt)
+    datamodule.setup("validate")
+    item = datamodule.datasets["val"][0]
+    assert {"boundary_maps", "boundary_classes"} <= set(item)
+    assert evaluated.run_manifest == module.run_manifest

@@ -7,7 +7,6 @@ run manifest and the inferencer to the module, all as constructor arguments. The
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,6 @@ from segsuite.utils.instantiate import instantiate_callbacks, instantiate_logger
 from segsuite.utils.resolvers import register_resolvers
 
 register_resolvers()  # the configs built here use segsuite's resolvers
-log = logging.getLogger(__name__)
 
 
 def build_datamodule(cfg: DictConfig, target_fn: Any = None) -> SegDataModule:
@@ -167,7 +165,7 @@ def build_evaluation(cfg: DictConfig, ckpt: dict[str, Any]) -> tuple[SegDataModu
     train_cfg = stored_run_config(cfg, ckpt)
     manifest = RunManifest.from_checkpoint(ckpt)
     train_cfg.optimizer = None
-    module = build_module(train_cfg, build_net_from_checkpoint(ckpt), instantiate(train_cfg.loss),
-                          manifest.class_names, manifest,
+    criterion = instantiate(train_cfg.loss)
+    module = build_module(train_cfg, build_net_from_checkpoint(ckpt), criterion, manifest.class_names, manifest,
                           inference=build_inferencer(cfg.tta, train_cfg.dataset.get("crop_size")))
-    return build_datamodule(train_cfg), module
+    return build_datamodule(train_cfg, target_fn=getattr(criterion, "target_fn", None)), module
