@@ -15,6 +15,8 @@ and the size of its released images (`official_image_size` on the dataset class)
 
 from __future__ import annotations
 
+import copy
+import functools
 import inspect
 from collections.abc import Callable
 from pathlib import Path
@@ -162,7 +164,14 @@ def architectures(conf_dir: str | Path | None = None) -> list[str]:
 
 def config_for_target(group: str, target: str, conf_dir: str | Path | None = None) -> dict | None:
     """The shipped `<group>` config (plain, interpolations as written) that builds class `target`,
-    the architecture's own config where several do (`architectures`), or None."""
+    the architecture's own config where several do (`architectures`), or None. Looked up once per
+    class: every checkpoint read asks it (`segsuite.manifest.upgrade_model_config`)."""
+    found = _config_for_target(group, target, str(conf_dir or config_dir()))
+    return copy.deepcopy(found)
+
+
+@functools.cache
+def _config_for_target(group: str, target: str, conf_dir: str) -> dict | None:
     names = config_names(group, conf_dir)
     if group == "model":
         preferred = architectures(conf_dir)
