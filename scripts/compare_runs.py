@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 
 from segsuite.checkpoint import build_net, load_checkpoint
 from segsuite.manifest import RunManifest
+from segsuite.module import VAL_SCORES_KEY
 
 
 def val_curve(run: Path) -> list[tuple[int, float]]:
@@ -37,8 +38,10 @@ def summary(run: Path, label: str) -> dict:
     metrics = json.loads((run / "metrics.json").read_text())
     config = OmegaConf.load(run / "config.yaml")
     curve = val_curve(run)
-    best_epoch, best_val = max(curve, key=lambda point: point[1])
     ckpt = load_checkpoint(run / "checkpoints" / "best.ckpt")
+    stored = ckpt.get(VAL_SCORES_KEY)  # the epoch and scores of best.ckpt itself, resumes included
+    best_epoch, best_val = ((int(ckpt["epoch"]), float(stored["scores"]["miou"])) if stored
+                            else max(curve, key=lambda point: point[1]))
     net = build_net(ckpt)
     names = RunManifest.from_checkpoint(ckpt).class_names  # label order
     return {"label": label, "params_m": sum(p.numel() for p in net.parameters()) / 1e6,

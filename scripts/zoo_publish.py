@@ -4,7 +4,8 @@
         [--tta-eval-run <dir>] --train-time-s 6000 --machine "..." --commit <sha> --data-dir <prefix>
 
 Writes `conf/zoo/<name>.ckpt` (the run's best checkpoint without optimizer state), `conf/zoo/<name>.yaml`
-(metrics of the evaluate run, per-class scores, bands, sha256, provenance), and under
+(metrics of the evaluate run, per-class scores, bands, sha256, provenance, and the data they were measured
+on: the split's image count and label fingerprint, with the per-label list in `conf/zoo/data/`), and under
 `docs/results/<name>/`: `learning_curve.png` (val mIoU and losses per epoch from the run's CSV log),
 `confusion_matrix.png` (from the evaluate run), `samples.png` (test images | ground truth | prediction,
 from the evaluate run's saved predictions), and the generated tables between the markers of
@@ -25,8 +26,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from segsuite.checkpoint import load_checkpoint
+from segsuite.reproduce import split_label_lines
 from segsuite.utils.visualize import colorize, image_grid, save_rgb
-from segsuite.zoo import sha256_of, slim_checkpoint, zoo_dir
+from segsuite.zoo import data_record, sha256_of, slim_checkpoint, zoo_dir
 
 REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- BEGIN GENERATED: scripts/zoo_publish.py -->", "<!-- END GENERATED -->"
@@ -147,6 +149,8 @@ def main() -> None:
         record["stages"] = list(args.stages)
         record["stage_train_time_s"] = [round(t) for t in args.train_time_s]
         record["epochs"] = [int(e) for e in args.stage_epochs] if args.stage_epochs else record["epochs"]
+    record["data"] = data_block(args.name, record["dataset"], args.split,
+                                split_label_lines(record["experiment"], args.split, str(args.data_root)))
     if args.tta_eval_run:
         tta = read_eval(args.tta_eval_run, args.split)
         record["tta_metrics"] = {"tta": json.loads((args.tta_eval_run / "metrics.json").read_text())["tta"],
@@ -165,6 +169,18 @@ def main() -> None:
     sample_grid(args.eval_run, args.data_root, args.split, palette, args.samples, figures / "samples.png")
     write_tables(REPO / "docs" / "results" / f"{args.name}.md", record)
     print(f"wrote {entry_path}, {ckpt_out} ({ckpt_out.stat().st_size / 1e6:.2f} MB) and {figures}")
+
+
+def data_block(name: str, dataset: str, split: str, lines: list[str]) -> dict:
+    """The entry's `data` record; its per-label list goes to `conf/zoo/data/<dataset>_<split>.txt` (shared by
+    entries measured on the same files; `<name>_<split>.txt` where that file lists other data)."""
+    text = "".join(f"{line}\n" for line in lines)
+    listing = zoo_dir() / "data" / f"{dataset}_{split}.txt"
+    if listing.is_file() and listing.read_text() != text:
+        listing = listing.with_name(f"{name}_{split}.txt")
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    listing.write_text(text)
+    return {**data_record(split, lines), "labels": listing.relative_to(zoo_dir()).as_posix()}
 
 
 def stage_commands(stages: list[str]) -> str:

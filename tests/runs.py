@@ -17,11 +17,12 @@ TINY = [
 ]
 
 
-def run_module(module: str, overrides: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """`python -m segsuite.<module> overrides...` in `cwd`; returns the completed process."""
+def run_module(module: str, overrides: list[str], cwd: Path, check: bool = True,
+               timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m segsuite.<module> overrides...` in `cwd` (killed after `timeout` s); returns the completed process."""
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONHASHSEED": "0"}
     proc = subprocess.run([sys.executable, "-m", f"segsuite.{module}", *overrides], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
+                          capture_output=True, text=True, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise AssertionError(f"segsuite.{module} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
@@ -48,7 +49,7 @@ def val_rows(run_dir: Path) -> list[dict]:
 
 def assert_resume_equals_uninterrupted(tmp_path: Path, common: list[str]) -> tuple[Path, Path]:
     """Train `full`; train `part` stopped after one epoch; resume it into `resumed`. Asserts the
-    resumed run ends with the same step, weights, learning rate and per-epoch val mIoU as `full`."""
+    resumed run ends with the same step, weights and buffers, learning rate and per-epoch val mIoU as `full`."""
     import torch
 
     full, part, resumed = tmp_path / "full", tmp_path / "part", tmp_path / "resumed"
@@ -59,6 +60,9 @@ def assert_resume_equals_uninterrupted(tmp_path: Path, common: list[str]) -> tup
     a = torch.load(full / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     b = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert a["global_step"] == b["global_step"] > 0
+    # weights and buffers: BatchNorm's running statistics and num_batches_tracked are compared too
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    assert any(key.endswith("num_batches_tracked") for key in a["state_dict"])
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
     assert a["optimizer_states"][0]["param_groups"][0]["lr"] == b["optimizer_states"][0]["param_groups"][0]["lr"]

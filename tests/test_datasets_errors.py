@@ -179,18 +179,23 @@ def test_colour_png_as_label_is_rejected(tmp_path):
         load_all(ds)
 
 
-def test_skip_bad_warns_once_per_file_and_skips(tmp_path):
+def test_skip_bad_warns_once_per_file_and_never_substitutes_another_sample(tmp_path):
     root = trees.build_camvid_tree(tmp_path)
     (root / "train" / "0001TP_006720.png").write_bytes(b"junk")
     trees.write_grey_png(root / "trainannot" / "0016E5_00420.png", np.full(trees.SIZE, 99, np.uint8))
     ds = instantiate(compose("camvid", tmp_path).dataset.train, transform=None, skip_bad=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        names = [load_all(ds) for _ in range(3)]
+        items = [[ds[i] for i in range(len(ds))] for _ in range(3)]
     messages = [str(w.message) for w in caught]
     assert len(messages) == 2
     assert any("0001TP_006720.png" in m for m in messages) and any("0016E5_00420.png" in m for m in messages)
-    assert all(set(n) == {"0001TP_006690", "0016E5_00390"} for n in names)
+    for epoch in items:   # each bad sample's item says so, naming its file; the others are themselves
+        assert [item["name"] for item in epoch] == trees.CAMVID_SPLITS["train"]
+        skipped = {item["name"]: item["skipped"] for item in epoch if "skipped" in item}
+        assert set(skipped) == {"0001TP_006720", "0016E5_00420"}
+        assert "0001TP_006720.png" in skipped["0001TP_006720"] and "0016E5_00420.png" in skipped["0016E5_00420"]
+        assert all("mask" in item for item in epoch if "skipped" not in item)
 
 
 def test_folder_class_count_must_match(tmp_path):

@@ -137,3 +137,40 @@ def test_bf16_mixed_trains_on_cpu_into_the_fp32_band(tmp_path):
         scores[precision] = metrics(run)["val/mIoU_best"]
     assert scores["32-true"] > 0.5                                   # it learned something
     assert abs(scores["bf16-mixed"] - scores["32-true"]) <= 0.05, scores
+
+
+@pytest.mark.slow
+def test_ddp_run_names_the_bad_samples_each_process_found(tmp_path):
+    """data.verify=off: the bad files are found in use, each by the one process that reads it (the val
+    split's second image is in process 1's shard); the run's records name them all."""
+    from segsuite.testing import dataset_trees as trees
+
+    root = trees.build_camvid_tree(tmp_path / "data")
+    bad = [root / "trainannot" / f"{trees.CAMVID_SPLITS['train'][1]}.png",
+           root / "valannot" / f"{trees.CAMVID_SPLITS['val'][1]}.png"]
+    for path in bad:
+        trees.write_image(path, trees.random_image("colour"))   # a colour PNG where a grey label belongs
+    run = tmp_path / "run"
+    proc = train(run, "trainer=ddp_cpu", "trainer.precision=32-true", "dataset=camvid", f"dataset.root={root}",
+                 "dataset.crop_size=[12,16]", "model=unet", "model.base_channels=4", "model.depth=2",
+                 "data.batch_size=2", "data.num_workers=1", "data.verify=off", "data.skip_bad=true",
+                 "trainer.max_epochs=1", "test=false", "print_config=false", "trainer.enable_progress_bar=false",
+                 tiny=False)
+    facts = json.loads((run / "run_facts.json").read_text())["skipped_bad_samples"]
+    assert {split: entry["count"] for split, entry in facts.items()} == {"train": 1, "val": 1}
+    for path, split in zip(bad, ("train", "val")):
+        assert str(path) in facts[split]["samples"][0] and str(path) in proc.stdout
+
+
+@pytest.mark.slow
+def test_sigterm_to_rank_zero_of_a_ddp_run_stops_every_rank_at_the_same_step(tmp_path):
+    """Preemption signals the main process only: the other rank learns of it before the next step (no hang),
+    both stop there, and the run keeps interrupted.ckpt, FAILED and exit 143."""
+    run = tmp_path / "run"
+    drill = ["+callbacks.drill._target_=segsuite.callbacks.FailAtStep", "+callbacks.drill.step=5",
+             "+callbacks.drill.kind=SIGTERM", "+callbacks.drill.where=backward"]
+    proc = train(run, "trainer=ddp_cpu", "trainer.precision=32-true", "trainer.max_epochs=3", "test=false", *drill,
+                 check=False)
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    assert torch.load(run / "checkpoints" / "interrupted.ckpt", weights_only=True)["global_step"] == 6
+    assert (run / "FAILED").is_file() and "error: stopped by SIGTERM" in proc.stderr

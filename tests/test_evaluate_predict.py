@@ -15,9 +15,11 @@ from PIL import Image
 from runs import run_module, train
 from segsuite.checkpoint import build_net, load_checkpoint
 from segsuite.data.datasets import SyntheticShapes
+from segsuite.data.datasets.base import DatasetError
 from segsuite.evaluate import evaluate
 from segsuite.evaluation import EvalRecorder
 from segsuite.predict import predict
+from segsuite.testing import dataset_trees as trees
 from segsuite.utils.paths import config_dir
 from segsuite.utils.resolvers import register_resolvers
 
@@ -137,7 +139,8 @@ def test_predict_a_folder_from_the_checkpoint_alone(run_dir, tmp_path):
     work = tmp_path / "empty"  # no dataset, no configs: only the checkpoint and the images
     work.mkdir()
     arrays = _write_inputs(tmp_path / "images")
-    proc = run_module("predict", [f"ckpt_path={best}", f"input={tmp_path / 'images'}", "progress_bar=false"], cwd=work)
+    proc = run_module("predict", [f"ckpt_path={best}", f"input={tmp_path / 'images'}", "progress_bar=false",
+                                  "data.skip_bad=true"], cwd=work)
     text = proc.stdout + proc.stderr
     assert "broken.png" in text and "predicted 4 of 5" in text
     out = next(work.glob("outputs/predict/runs/*/predictions"))
@@ -177,3 +180,46 @@ def test_predict_names_a_missing_input(run_dir, tmp_path):
                      f"input={tmp_path / 'none'}")
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "none")):
         predict(cfg)
+
+
+# -- bad files: checked as training checks them, the same messages, the same data.skip_bad ----------------------
+def _folder_dataset(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A folder-dataset tree with the 6 classes of the `run_dir` model, and the overrides that evaluate on it."""
+    root = trees.build_folder_tree(tmp_path / "data")
+    (root / "classes.txt").write_text("\n".join(f"class{i}" for i in range(6)) + "\n")
+    return root, ["dataset=folder", f"dataset.root={root}", "dataset.num_classes=6"]
+
+
+@pytest.mark.parametrize("found", ["by the check", "in use"])
+def test_evaluate_checks_its_split_as_training_does(run_dir, tmp_path, found):
+    root, dataset = _folder_dataset(tmp_path)
+    bad = root / "images" / "val" / "val_001.jpg"
+    bad.write_bytes(bad.read_bytes()[:-40])   # truncated
+    ckpt = f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}"
+    with pytest.raises(DatasetError) as err:
+        evaluate(in_process("evaluate", tmp_path / "e1", ckpt, *dataset, *EVAL))
+    message = str(err.value)
+    assert str(bad) in message and "val samples failed the check before evaluating" in message
+    assert "data.skip_bad=true" in message
+    # left out and named; "in use": not checked first, found by a worker, its batch of one skipped
+    extra = ["data.verify=off", "num_workers=1", "batch_size=1"] if found == "in use" else []
+    evaluate(in_process("evaluate", tmp_path / "e2", ckpt, *dataset, *EVAL, *extra, "data.skip_bad=true"))
+    skipped = json.loads((tmp_path / "e2" / "metrics.json").read_text())["skipped_bad_samples"]
+    assert skipped["val"]["count"] == 1 and str(bad) in skipped["val"]["samples"][0]
+
+
+def test_predict_checks_its_inputs_as_training_does(run_dir, tmp_path):
+    _write_inputs(tmp_path / "images")
+    loop = tmp_path / "images" / "loop.png"
+    loop.symlink_to(loop.name)   # ln -s loop.png loop.png
+    args = [f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", f"input={tmp_path / 'images'}", "progress_bar=false"]
+    with pytest.raises(DatasetError) as err:
+        predict(in_process("predict", tmp_path / "p1", *args))
+    message = str(err.value)
+    assert "2 of 6 input samples failed the check before predicting" in message and "data.skip_bad=true" in message
+    assert str(tmp_path / "images" / "broken.png") in message and f"{loop}: " in message and "link loop" in message
+    assert not (tmp_path / "p1").exists()   # stopped before anything was written
+    result = predict(in_process("predict", tmp_path / "p2", *args, "data.skip_bad=true"))
+    assert sorted(result["skipped"]) == [str(tmp_path / "images" / "broken.png"), str(loop)]
+    assert len(result["written"]) == 4
+

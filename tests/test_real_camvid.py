@@ -17,7 +17,8 @@ from PIL import Image
 
 from runs import run_module
 from segsuite.checkpoint import build_net, load_checkpoint
-from segsuite.zoo import available, load_entry
+from segsuite.reproduce import split_label_lines
+from segsuite.zoo import available, data_fingerprint, load_entry
 
 DATA_DIR = Path(os.environ.get("SEGSUITE_DATA_DIR", "data")).resolve()
 CAMVID = DATA_DIR / "CamVid"
@@ -82,10 +83,60 @@ def test_evaluate_reproduces_the_zoo_number(tmp_path):
     assert metrics["test/mIoU"] >= PAPER_MIOU
 
 
+def bf_of_saved_predictions(out: Path, class_names: list[str]) -> None:
+    """Assert `out`'s test mBF and per-class BF equal a numpy/scipy count of its saved predictions."""
+    from test_boundary_metric import reference_bf
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    names = sorted(p.stem for p in (CAMVID / "test").glob("*.png"))
+    preds = np.stack([np.asarray(Image.open(out / "predictions" / "palette" / f"{n}.png")) for n in names])
+    labels = np.stack([np.asarray(Image.open(CAMVID / "testannot" / f"{n}.png")) for n in names]).astype(np.int64)
+    _, per_class, mbf = reference_bf(preds.astype(np.int64), np.where(labels < 11, labels, 255), 11)
+    assert metrics["test/mBF"] == pytest.approx(mbf, rel=0, abs=1e-12)
+    for name, expected in zip(class_names, per_class, strict=True):
+        assert metrics[f"test/BF/{name}"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_evaluate_bf_equals_an_independent_count_of_its_saved_predictions(tmp_path):
+    entry = load_entry("camvid_enet")
+    out = tmp_path / "eval"
+    # one image per batch (save_predictions): 14 min measured on 2 cores shared with a training run
+    proc = run_module("evaluate", [f"ckpt_path={entry.checkpoint}", "split=test", f"dataset.root={CAMVID}",
+                                   "metrics.boundary=true", "save_predictions=true", f"hydra.run.dir={out}"],
+                      cwd=tmp_path, timeout=1800)
+    assert "mBF" in proc.stdout
+    bf_of_saved_predictions(out, list(entry.record.per_class))
+
+
 def test_reproduce_command_passes(tmp_path):
     proc = run_module("reproduce", ["camvid_enet", "--data-root", str(CAMVID), "--workdir", str(tmp_path / "w")],
                       cwd=tmp_path)
     assert "every banded metric is inside its band" in proc.stdout
+
+
+@pytest.mark.parametrize("name", CAMVID_ENTRIES)
+def test_entry_fingerprint_is_the_real_test_split(name):
+    entry = load_entry(name)
+    lines = split_label_lines(entry.experiment, str(entry.record.data.split), str(CAMVID))
+    assert len(lines) == entry.record.data.images == 233
+    assert data_fingerprint(lines) == entry.record.data.fingerprint
+
+
+def test_reproduce_refuses_a_test_split_with_images_missing(tmp_path):
+    """Issue 27.3: without test images 100-109 the evaluation still passed every band (223 images)."""
+    copy = tmp_path / "CamVid"
+    names = sorted(p.name for p in (CAMVID / "test").glob("*.png"))
+    for folder in ("test", "testannot"):
+        (copy / folder).mkdir(parents=True)
+        for i, name in enumerate(names):
+            if not 100 <= i <= 109:
+                (copy / folder / name).symlink_to(CAMVID / folder / name)
+    proc = run_module("reproduce", ["camvid_enet", "--data-root", str(copy), "--workdir", str(tmp_path / "w")],
+                      cwd=tmp_path, check=False)
+    assert proc.returncode == 3
+    assert "your data differ from the entry's: 10 image(s) missing (Seq05VD_f01140," in proc.stderr
+    assert "inside its band" not in proc.stdout and "band [" not in proc.stdout
+    assert not (tmp_path / "w").exists()
 
 
 def test_predict_on_a_real_street_photo(tmp_path):

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shlex
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -119,7 +124,7 @@ def test_skip_bad_leaves_bad_files_out_and_counts_them(tmp_path):
     dm, root = camvid_datamodule(tmp_path, skip_bad=True)
     damage_camvid("colour PNG where a grey label belongs", root)
     reports = dm.check_splits(["train", "val"])
-    assert len(reports["train"].bad) == 1 and dm.skipped == {"train": 1}
+    assert len(reports["train"].bad) == 1 and dm.skipped == {"train": reports["train"].bad}
     names = [s.name for s in dm.datasets["train"].samples]
     assert names == [n for i, n in enumerate(trees.CAMVID_SPLITS["train"]) if i != 1]
     assert [s.name for s in dm.raw_dataset("train").samples] == names   # class weights count the same files
@@ -138,6 +143,85 @@ def test_second_check_decodes_nothing_until_a_file_changes(tmp_path):
     third = camvid_datamodule(tmp_path / "third", build=lambda _: root)[0]
     third.cache_dir = dm.cache_dir
     assert third.check_splits(["train"])["train"].checked == 1
+
+
+def test_skip_bad_names_files_left_out_for_want_of_their_partner(tmp_path):
+    dm, root = camvid_datamodule(tmp_path, skip_bad=True)
+    image = root / "train" / f"{trees.CAMVID_SPLITS['train'][2]}.png"
+    (root / "trainannot" / image.name).unlink()
+    with pytest.warns(UserWarning, match="has no mask"):
+        dm.check_splits(["train"])
+    assert len(dm.skipped["train"]) == 1 and f"image {image} has no mask" in dm.skipped["train"][0]
+
+
+def test_a_file_rebroken_with_its_size_and_mtime_set_back_is_checked_again(tmp_path):
+    """The cache key holds the ctime, which setting the mtime back changes."""
+    dm, root = camvid_datamodule(tmp_path)
+    assert dm.check_splits(["train"])["train"].checked == 4
+    image = root / "train" / f"{trees.CAMVID_SPLITS['train'][0]}.png"
+    before = image.stat()
+    time.sleep(0.05)  # file times tick with the kernel's coarse clock (ms)
+    data = image.read_bytes()
+    image.write_bytes(data[:-12] + b"\0" * 12)  # same size, the PNG's IEND chunk gone
+    os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (image.stat().st_size, image.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    again = camvid_datamodule(tmp_path / "again", build=lambda _: root)[0]
+    again.cache_dir = dm.cache_dir
+    with pytest.raises(DatasetError, match=f"{image}: truncated PNG"):
+        again.check_splits(["train"])
+
+
+@pytest.mark.parametrize("skip_bad", [False, True])
+def test_a_symlink_loop_is_named_and_left_out_with_skip_bad(tmp_path, skip_bad):
+    dm, root = camvid_datamodule(tmp_path, skip_bad=skip_bad)
+    image = root / "train" / f"{trees.CAMVID_SPLITS['train'][1]}.png"
+    image.unlink()
+    image.symlink_to(image.name)   # ln -s X.png X.png
+    if not skip_bad:
+        with pytest.raises(DatasetError, match="link loop") as err:
+            dm.check_splits(["train"])
+        assert str(image) in str(err.value) and FIX in str(err.value)
+        return
+    dm.check_splits(["train"])
+    assert [s.name for s in dm.datasets["train"].samples] == [
+        n for i, n in enumerate(trees.CAMVID_SPLITS["train"]) if i != 1]
+    assert len(dm.skipped["train"]) == 1 and str(image) in dm.skipped["train"][0]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_sample_found_bad_in_use_leaves_its_batch_and_is_named(tmp_path, workers):
+    """data.verify=off: the bad file is found by the loader (in a worker process with workers=1); its
+    batch holds one sample less, no other sample stands in, and the main process names it."""
+    dm, root = camvid_datamodule(tmp_path, verify="off", skip_bad=True)
+    dm.num_workers_setting = workers
+    _, path = damage_camvid("colour PNG where a grey label belongs", root)
+    dm.check_splits(["train"])
+    assert dm.skipped == {}
+    names = []
+    for batch in dm.train_dataloader():
+        batch = dm.on_before_batch_transfer(batch, 0)
+        assert "skipped" not in batch and batch["image"].shape[0] == len(batch["name"])
+        names += batch["name"]
+    assert sorted(names) == sorted(n for i, n in enumerate(trees.CAMVID_SPLITS["train"]) if i != 1)
+    assert len(dm.skipped["train"]) == 1 and str(path) in dm.skipped["train"][0]
+
+
+def test_a_split_whose_every_sample_is_bad_in_use_is_an_error(tmp_path):
+    dm, root = camvid_datamodule(tmp_path, verify="off", skip_bad=True)
+    for name in trees.CAMVID_SPLITS["val"]:
+        (root / "val" / f"{name}.png").write_bytes(b"junk")
+    dm.check_splits(["val"])
+    with pytest.raises(DatasetError, match="every sample of the val split .2. is bad"):
+        for batch in dm.val_dataloader():
+            dm.on_before_batch_transfer(batch, 0)
+
+
+def test_a_batch_of_bad_samples_only_is_empty():
+    from segsuite.data.datamodule import collate
+
+    batch = collate([{"name": "a", "skipped": "a.png: bad"}, {"name": "b", "skipped": "b.png: bad"}], split="val")
+    assert batch["skipped"] == [("val", "a.png: bad"), ("val", "b.png: bad")]
+    assert batch["image"].shape[0] == batch["mask"].shape[0] == 0 and batch["name"] == []
 
 
 @pytest.mark.parametrize("split", ["train", "val"])
@@ -178,6 +262,30 @@ def test_bad_data_fails_the_run_before_step_zero(tmp_path, damage):
     assert expected in proc.stderr and "Traceback" not in proc.stderr
     assert "[progress]" not in proc.stdout + proc.stderr and "train/loss" not in proc.stdout
     assert not run.exists()  # nothing was trained: no run directory is left behind
+
+
+@pytest.mark.slow
+def test_a_skip_bad_run_names_every_sample_it_left_out(tmp_path):
+    """Train: one image without its mask, one truncated image (the quick check finds it), one colour
+    label (found only in use, by a worker); val: a label CamVid cannot hold (found in use). Batches of
+    one, so the bad samples found in use leave empty batches, which are skipped. Each of the four is
+    named in run_facts.json and in the summary the run prints at its end."""
+    root = trees.build_camvid_tree(tmp_path / "data")
+    unpaired = root / "train" / f"{trees.CAMVID_SPLITS['train'][2]}.png"
+    (root / "trainannot" / unpaired.name).unlink()
+    bad = {damage_camvid(kind, root)[1] for kind in ("truncated train image (last in the epoch order)",
+                                                     "colour PNG where a grey label belongs",
+                                                     "label value CamVid cannot hold")}
+    run = tmp_path / "run"
+    args = [a.replace("data.batch_size=2", "data.batch_size=1").replace("num_workers=0", "num_workers=1")
+            for a in CAMVID_TINY]
+    proc = train(run, *args, f"dataset.root={root}", "data.verify=quick", "data.skip_bad=true", tiny=False)
+    facts = json.loads((run / "run_facts.json").read_text())["skipped_bad_samples"]
+    assert {split: entry["count"] for split, entry in facts.items()} == {"train": 3, "val": 1}
+    for path in [unpaired, *bad]:
+        assert sum(str(path) in message for entry in facts.values() for message in entry["samples"]) == 1, path
+        assert str(path) in proc.stdout.split("train split: 3 bad sample(s) left out")[-1]
+    assert "val split: 1 bad sample(s) left out (data.skip_bad=true)" in proc.stdout
 
 
 def write_random_file(path):
@@ -249,9 +357,9 @@ ENET = [*(a for a in TINY if not a.startswith("model.")), "model=enet", "data.ba
         "trainer.deterministic=warn", "test=false"]   # max_unpool2d has no deterministic kernel; on CPU it is
 
 
-def drill(step: int, kind: str) -> list[str]:
+def drill(step: int, kind: str, where: str = "start") -> list[str]:
     return ["+callbacks.drill._target_=segsuite.callbacks.FailAtStep", f"+callbacks.drill.step={step}",
-            f"+callbacks.drill.kind={kind}"]
+            f"+callbacks.drill.kind={kind}", f"+callbacks.drill.where={where}"]
 
 
 def resume_args(stderr: str) -> list[str]:
@@ -260,27 +368,72 @@ def resume_args(stderr: str) -> list[str]:
     return [a for a in shlex.split(command)[3:] if "callbacks.drill" not in a]
 
 
-@pytest.mark.parametrize("kind, workers", [("crash", 0), ("interrupt", 1)])
-def test_resume_from_a_crash_mid_epoch_equals_the_uninterrupted_run(tmp_path, kind, workers):
+def assert_same_state(a: dict, b: dict) -> None:
+    """Equal weights *and* buffers: BatchNorm's running statistics and `num_batches_tracked` included."""
+    assert a["global_step"] == b["global_step"]
+    assert any(k.endswith("num_batches_tracked") for k in a["state_dict"])  # the buffers are compared too
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+
+
+@pytest.mark.parametrize("kind, workers, where, code, stopped_at, says", [
+    ("crash", 0, "start", 1, 6, "failed"),
+    ("interrupt", 1, "start", 130, 6, "interrupted"),
+    # after the forward pass: BatchNorm already counted the batch the crash stopped
+    ("crash", 0, "backward", 1, 6, "failed"),
+    # SIGTERM to the main process only (preemption; the worker does not get it): the step ends, then it stops
+    pytest.param("SIGTERM", 1, "backward", 143, 7, "stopped by SIGTERM", marks=pytest.mark.slow),
+])
+def test_resume_from_a_crash_mid_epoch_equals_the_uninterrupted_run(tmp_path, kind, workers, where, code, stopped_at,
+                                                                     says):
     """ENet (dropout, BatchNorm) on 16 images in batches of 4: step 6 is the third batch of epoch 2.
     Also the test that fails when Lightning changes the loop state the mid-epoch resume relies on."""
     full, broken, resumed = tmp_path / "full", tmp_path / "broken", tmp_path / "resumed"
     common = [a.replace("data.num_workers=0", f"data.num_workers={workers}") for a in ENET]
     train(full, *common, tiny=False)
-    proc = train(broken, *common, *drill(6, kind), tiny=False, check=False)
-    assert proc.returncode == 1
+    proc = train(broken, *common, *drill(6, kind, where), tiny=False, check=False)
+    assert proc.returncode == code, proc.stderr[-3000:]
+    assert (broken / "FAILED").is_file()
     ckpt = broken / "checkpoints" / "interrupted.ckpt"
-    assert ckpt.is_file() and torch.load(ckpt, weights_only=True)["global_step"] == 6
-    assert f"ckpt_path={ckpt}" in proc.stderr and ("interrupted" if kind == "interrupt" else "failed") in proc.stderr
+    assert ckpt.is_file() and torch.load(ckpt, weights_only=True)["global_step"] == stopped_at
+    assert f"ckpt_path={ckpt}" in proc.stderr and says in proc.stderr
     run_module("train", resume_args(proc.stderr) + [f"hydra.run.dir={resumed}"], cwd=tmp_path)
     a = torch.load(full / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     b = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert a["global_step"] == b["global_step"] == 12
-    for key, value in a["state_dict"].items():
-        assert torch.equal(value, b["state_dict"][key]), key
+    assert_same_state(a, b)
     assert [r["val/mIoU"] for r in val_rows(full)[1:]] == [r["val/mIoU"] for r in val_rows(resumed)]
     facts = json.loads((resumed / "run_facts.json").read_text())
-    assert facts["resumed_from"]["ckpt_path"] == str(ckpt) and facts["resumed_from"]["global_step"] == 6
+    assert facts["resumed_from"]["ckpt_path"] == str(ckpt) and facts["resumed_from"]["global_step"] == stopped_at
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1"])
+def test_every_stop_signal_leaves_a_checkpoint_the_resume_command_failed_and_a_nonzero_exit(tmp_path, name):
+    """A signal to the training process (Ctrl-C, a scheduler's preemption or kill, a closed terminal) is a
+    failure: the step it came in ends, `interrupted.ckpt` holds the state after it, and exit 128 + signal."""
+    run = tmp_path / "run"
+    proc = train(run, "test=false", *drill(5, name, "backward"), check=False)
+    assert proc.returncode == 128 + getattr(signal, name), proc.stderr[-3000:]
+    ckpt = run / "checkpoints" / "interrupted.ckpt"
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 6
+    assert f"ckpt_path={ckpt}" in proc.stderr and f"error: stopped by {name}" in proc.stderr
+    assert (run / "FAILED").is_file() and "Traceback" not in proc.stderr
+
+
+def test_a_mid_epoch_checkpoint_is_not_resumed_with_another_batch_size(tmp_path):
+    """Resuming at batch 3 of 4 with half the batch size would start the epoch's rest at sample 4, not 8."""
+    broken = tmp_path / "broken"
+    proc = train(broken, "test=false", *drill(6, "crash"), check=False)
+    ckpt = broken / "checkpoints" / "interrupted.ckpt"
+    assert proc.returncode == 1 and ckpt.is_file()
+    run = tmp_path / "resumed"
+    proc = train(run, "test=false", "data.batch_size=2", f"ckpt_path={ckpt}", check=False)
+    assert proc.returncode == 1
+    assert (f"ckpt_path={ckpt} was saved in the middle of epoch 2, after 2 batches of data.batch_size=4" in proc.stderr
+            and "Resume with data.batch_size=4" in proc.stderr), proc.stderr[-2000:]
+    assert len(error_lines(proc)) <= 2 and "Traceback" not in proc.stderr
+    assert not run.exists()
 
 
 def test_init_from_starts_a_new_run_from_the_checkpoint_weights(finished_run, compose_cfg, tmp_path):
@@ -295,3 +448,95 @@ def test_init_from_starts_a_new_run_from_the_checkpoint_weights(finished_run, co
     wider = compose_cfg("train", [*TINY, "model.base_channels=8", f"init_from={best}", f"paths.output_dir={tmp_path}"])
     with pytest.raises(ValueError, match=f"init_from={best}: its weights do not fit the configured model"):
         build_components(wider)
+
+
+# -- faults while writing: a full disk, a kill; two runs in one directory ----------------------------------
+def test_a_checkpoint_write_that_fails_leaves_the_previous_file_and_says_so_in_one_line(tmp_path, monkeypatch):
+    from segsuite.utils import safe_io
+
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    writer = safe_io.AtomicCheckpointIO()
+    writer.save_checkpoint({"global_step": 1, "w": torch.zeros(10)}, path)
+    good = path.read_bytes()
+    real_write = os.write
+
+    def disk_fills(fd, data):  # 1000 bytes fit, then the disk is full
+        real_write(fd, bytes(data[:1000]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def killed(fd, data):
+        real_write(fd, bytes(data[:1000]))
+        raise KeyboardInterrupt
+
+    for fault, error in ((disk_fills, safe_io.DiskFullError), (killed, KeyboardInterrupt)):
+        monkeypatch.setattr(safe_io.os, "write", fault)
+        with pytest.raises(error) as err:
+            writer.save_checkpoint({"global_step": 2, "w": torch.ones(100_000)}, path)
+        monkeypatch.undo()
+        assert path.read_bytes() == good and [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+        if error is safe_io.DiskFullError:
+            assert str(err.value).startswith(f"no space left on the device for {path}: it needs ")
+    message = str(safe_io.disk_full(path, 400_000))
+    assert "\n" not in message and str(path) in message and "it needs 390.6 KB" in message and " free" in message
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs mounted under tmp_path (root only; skipped elsewhere): `mount(bytes)` returns its folder."""
+    mounted = []
+
+    def mount(size: int):
+        where = tmp_path / f"disk{len(mounted)}"
+        where.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                              capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a small file system here: {proc.stderr.strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.mark.parametrize("then", ["epoch end", "crash"])
+def test_a_full_disk_keeps_the_last_good_checkpoints_and_fails_in_one_line(tmp_path, small_disk, then):
+    """The run's disk fills up in epoch 2 (64 KB left), then the epoch's checkpoints are due, or a crash comes
+    first: the checkpoints of epoch 1 stay whole, no cut or empty file is left (interrupted.ckpt does not fit
+    either), and the error is one line."""
+    run = small_disk(64 * 1024 * 1024) / "run"
+    fill = [a.replace("callbacks.drill", "callbacks.fill") for a in drill(5, "disk_full")]
+    crash = drill(6, "crash") if then == "crash" else []
+    proc = train(run, "trainer.max_epochs=3", "test=false", *fill, *crash, check=False)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    lines = [line for line in error_lines(proc) if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    if then == "crash":
+        assert lines == ["error: RuntimeError: crash drill at step 6"]
+        assert "interrupted.ckpt not saved: no space left on the device for" in proc.stderr
+    else:
+        assert lines[0].startswith("error: no space left on the device for ") and "it needs" in lines[0], lines
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["best.ckpt", "last.ckpt"], names   # no temporary file, no cut or empty interrupted.ckpt
+    for name in names:
+        assert torch.load(run / "checkpoints" / name, weights_only=True)["global_step"] == 4
+    assert (run / "FAILED").is_file()
+
+
+def test_two_runs_started_together_in_one_directory_one_is_refused(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONHASHSEED": "0"}
+    args = [sys.executable, "-m", "segsuite.train", *TINY, f"hydra.run.dir={run}", "test=false"]
+    procs = [subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [proc.communicate(timeout=600) for proc in procs]
+    codes = [proc.returncode for proc in procs]
+    assert sorted(codes) == [0, 1], outputs
+    winner, loser = (0, 1) if codes[0] == 0 else (1, 0)
+    stderr = outputs[loser][1]
+    assert f"hydra.run.dir={run} is in use by another run (pid {procs[winner].pid} on " in stderr, stderr
+    assert len([line for line in stderr.splitlines() if line.startswith("error:")]) == 1
+    assert "Traceback" not in stderr
+    assert json.loads((run / "run_facts.json").read_text())["seed"] == 42 and (run / "metrics.json").is_file()
+    assert f"run directory: {run}" in outputs[winner][0]

@@ -1,5 +1,6 @@
 """The model zoo: every entry's checkpoint, record, results page and figures agree; `segsuite.reproduce`
-passes inside the band and fails outside it, naming the metric and the band."""
+passes inside the band and fails outside it, naming the metric and the band, and refuses a band
+verdict on data other than the entry's (images missing, labels changed)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,17 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from PIL import Image
 
 from runs import run_module
 from segsuite.checkpoint import build_net, load_checkpoint
+from segsuite.reproduce import DATA_DIFFER, split_label_lines
 from segsuite.testing.dataset_trees import build_camvid_tree
-from segsuite.zoo import REQUIRED_KEYS, available, load_entry, outside_band, sha256_of
+from segsuite.zoo import REQUIRED_KEYS, available, data_fingerprint, data_record, load_entry, outside_band, sha256_of
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRIES = available()
@@ -60,8 +64,27 @@ def test_outside_band_names_metric_and_band():
     band = {"mIoU": (0.5, 0.6), "aAcc": (0.8, 0.9)}
     assert outside_band({"mIoU": 0.55, "aAcc": 0.85}, band) == []
     failures = outside_band({"mIoU": 0.45}, band)
-    assert failures[0] == "mIoU = 0.4500 is outside the recorded band [0.5000, 0.6000]"
+    assert failures[0] == "mIoU = 0.45000 is outside the recorded band [0.5000, 0.6000]"
     assert failures[1].startswith("aAcc: not measured")
+
+
+def test_band_messages_show_why_a_value_fails():
+    # issue 27.3: fwIoU 0.767796 printed as 0.7678 looked inside [0.7678, 0.7718]
+    band = {"fwIoU": (0.7678, 0.7718), "mIoU": (0.5438, 0.5478)}
+    failures = outside_band({"fwIoU": 0.767796, "mIoU": 0.54781}, band)
+    assert failures == ["fwIoU = 0.767796 is outside the recorded band [0.7678, 0.7718]",
+                        "mIoU = 0.54781 is outside the recorded band [0.5438, 0.5478]"]
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_entry_records_the_data_it_was_measured_on(name):
+    entry = load_entry(name)
+    data = entry.record.data
+    assert data.split == entry.record.split
+    listing = REPO / "conf" / "zoo" / data.labels
+    lines = listing.read_text().splitlines()
+    assert len(lines) == data.images and lines == sorted(lines)
+    assert data_fingerprint(lines) == data.fingerprint == sha256_of(listing)
 
 
 def test_unknown_entry_lists_known_ones():
@@ -96,7 +119,8 @@ def reproduce(zoo: Path, data: Path, tmp_path: Path, check: bool = True):
 def test_reproduce_passes_inside_the_band(tiny_zoo, tmp_path):
     proc = reproduce(*tiny_zoo, tmp_path)
     assert "every banded metric is inside its band" in proc.stdout
-    assert re.search(r"mIoU\s+0\.\d{4}\s+band \[0\.0000, 1\.0000\]\s+ok", proc.stdout)
+    assert re.search(r"mIoU\s+0\.\d{5}\s+band \[0\.0000, 1\.0000\]\s+ok", proc.stdout)
+    assert "records no data fingerprint" in proc.stdout   # an entry without `data` still works, with a note
 
 
 def test_reproduce_fails_outside_the_band_naming_metric_and_band(tiny_zoo, tmp_path):
@@ -109,7 +133,7 @@ def test_reproduce_fails_outside_the_band_naming_metric_and_band(tiny_zoo, tmp_p
     OmegaConf.save(record, strict / "tiny.yaml")
     proc = reproduce(strict, data, tmp_path, check=False)
     assert proc.returncode == 1
-    assert re.search(r"mIoU = 0\.\d{4} is outside the recorded band \[0\.9990, 1\.0000\]", proc.stderr)
+    assert re.search(r"mIoU = 0\.\d{5} is outside the recorded band \[0\.9990, 1\.0000\]", proc.stderr)
     assert "aAcc" not in proc.stderr
 
 
@@ -124,3 +148,51 @@ def test_reproduce_refuses_a_changed_checkpoint(tiny_zoo, tmp_path):
     assert proc.returncode == 2
     assert "has sha256" in proc.stderr and "restore it" in proc.stderr
 
+
+
+def entry_with_data(zoo: Path, data: Path, target: Path, listing: bool = True) -> Path:
+    """A copy of the tiny zoo whose entry records the fixture's test split (with or without its per-label list)."""
+    shutil.copytree(zoo, target)
+    lines = split_label_lines("camvid_enet", "test", str(data))
+    record = OmegaConf.load(target / "tiny.yaml")
+    record.data = data_record("test", lines) | ({"labels": "data/tiny_test.txt"} if listing else {})
+    OmegaConf.save(record, target / "tiny.yaml")
+    if listing:
+        (target / "data").mkdir()
+        (target / "data" / "tiny_test.txt").write_text("".join(f"{line}\n" for line in lines))
+    return target
+
+
+def test_reproduce_checks_the_data_first_and_passes_on_the_entrys_data(tiny_zoo, tmp_path):
+    zoo = entry_with_data(*tiny_zoo, tmp_path / "zoo")
+    proc = reproduce(zoo, tiny_zoo[1], tmp_path)
+    assert "data: 2 test images, the ones the entry was measured on" in proc.stdout
+    assert "every banded metric is inside its band" in proc.stdout
+
+
+@pytest.mark.parametrize("listing", [True, False], ids=["named", "counted"])
+def test_reproduce_refuses_data_with_an_image_missing(tiny_zoo, tmp_path, listing):
+    zoo = entry_with_data(*tiny_zoo, tmp_path / "zoo", listing=listing)
+    data = tmp_path / "CamVid"
+    shutil.copytree(tiny_zoo[1], data)
+    for folder in ("test", "testannot"):
+        (data / folder / "Seq05VD_f00000.png").unlink()
+    proc = reproduce(zoo, data, tmp_path, check=False)
+    assert proc.returncode == DATA_DIFFER == 3
+    assert "your data differ from the entry's: 1 image(s) missing" in proc.stderr
+    assert ("(Seq05VD_f00000)" in proc.stderr) == listing
+    assert "band" not in proc.stdout and "Traceback" not in proc.stderr   # no evaluation, no verdict
+    assert not (tmp_path / "work").exists()
+
+
+def test_reproduce_names_a_changed_label(tiny_zoo, tmp_path):
+    zoo = entry_with_data(*tiny_zoo, tmp_path / "zoo")
+    data = tmp_path / "CamVid"
+    shutil.copytree(tiny_zoo[1], data)
+    label = data / "testannot" / "0001TP_008550.png"
+    pixels = np.asarray(Image.open(label)).copy()
+    pixels[0, 0] = (pixels[0, 0] + 1) % 11
+    Image.fromarray(pixels).save(label)
+    proc = reproduce(zoo, data, tmp_path, check=False)
+    assert proc.returncode == 3
+    assert "1 label(s) changed (0001TP_008550)" in proc.stderr and "missing" not in proc.stderr

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from segsuite.checkpoint import build_net as build_net_from_checkpoint
@@ -25,8 +25,10 @@ from segsuite.losses.class_weights import has_auto_weights, resolve_auto_weights
 from segsuite.manifest import RunManifest
 from segsuite.module import SegmentationModule
 from segsuite.preflight import splits_used
+from segsuite.run_records import skipped_facts
 from segsuite.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from segsuite.utils.resolvers import register_resolvers
+from segsuite.utils.safe_io import AtomicCheckpointIO
 
 register_resolvers()  # the configs built here use segsuite's resolvers
 
@@ -60,20 +62,23 @@ def build_net(cfg: DictConfig) -> nn.Module:
 
 
 def build_module(cfg: DictConfig, net: nn.Module, criterion: nn.Module, class_names: Sequence[str],
-                 manifest: RunManifest | None = None, inference: Inferencer | None = None) -> SegmentationModule:
+                 manifest: RunManifest | None = None, inference: Inferencer | None = None,
+                 **overrides: Any) -> SegmentationModule:
     """The LightningModule of `cfg.module` around `net` and `criterion`, with `cfg.optimizer` and
-    `cfg.scheduler` (an evaluation config without them gets neither)."""
+    `cfg.scheduler` (an evaluation config without them gets neither); `overrides` replace constructor arguments."""
     optimizer = cfg.get("optimizer")
     module = instantiate(cfg.module, _partial_=True)  # objects below are passed as they are, not as configs
-    return module(
-        net=net, criterion=criterion,
-        optimizer=instantiate(optimizer.factory) if optimizer else None,
-        scheduler=instantiate(cfg.scheduler) if optimizer and cfg.get("scheduler") else None,
-        lr=optimizer.lr if optimizer else 0.0,
-        weight_decay=optimizer.weight_decay if optimizer else 0.0,
-        backbone_lr_mult=optimizer.get("backbone_lr_mult", 1.0) if optimizer else 1.0,
-        class_names=list(class_names), run_manifest=manifest, inference=inference,
-    )
+    arguments = {
+        "net": net, "criterion": criterion,
+        "optimizer": instantiate(optimizer.factory) if optimizer else None,
+        "scheduler": instantiate(cfg.scheduler) if optimizer and cfg.get("scheduler") else None,
+        "lr": optimizer.lr if optimizer else 0.0,
+        "weight_decay": optimizer.weight_decay if optimizer else 0.0,
+        "backbone_lr_mult": optimizer.get("backbone_lr_mult", 1.0) if optimizer else 1.0,
+        "class_names": list(class_names), "run_manifest": manifest, "inference": inference,
+        "boundary_metric": bool(OmegaConf.select(cfg, "metrics.boundary", default=False)),
+    }
+    return module(**{**arguments, **overrides})
 
 
 def _checked_data(cfg: DictConfig, check: Sequence[str]) -> tuple[nn.Module, SegDataModule]:
@@ -116,7 +121,8 @@ def run_facts(cfg: DictConfig, trainer: pl.Trainer, datamodule: SegDataModule,
     facts = {"global_batch_size": int(cfg.data.batch_size) * int(trainer.accumulate_grad_batches),
              "per_device_batch_size": int(cfg.data.batch_size) // max(trainer.world_size, 1),
              "world_size": trainer.world_size, "precision": str(trainer.precision), "seed": cfg.seed,
-             "data_verify": str(cfg.data.get("verify", "off")), "skipped_bad_samples": dict(datamodule.skipped)}
+             "data_verify": str(cfg.data.get("verify", "off")),
+             "skipped_bad_samples": skipped_facts(datamodule.skipped)}
     if resumed:
         facts["resumed_from"] = resumed
     return facts
@@ -128,8 +134,13 @@ def build_training(cfg: DictConfig, resumed: dict[str, Any] | None = None) -> Tr
     criterion, datamodule = _checked_data(cfg, splits_used(cfg))
     net = build_net(cfg)
     loggers = instantiate_loggers(cfg.get("logger"))
+    # every checkpoint written atomically (temp file, fsync, rename): a fault leaves the previous good one
+    plugins = instantiate(cfg.trainer.get("plugins"), _convert_="all") or []
+    plugins = [*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO()]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=instantiate_callbacks(cfg.get("callbacks")),
-                                      logger=loggers or False)
+                                      logger=loggers or False, plugins=plugins)
+    if cfg.get("train"):  # before step 0: a batch larger than the split would train nothing
+        datamodule.check_train_batches(trainer.world_size)
     manifest = RunManifest.from_config(cfg, datamodule.class_names, datamodule.palette.tolist(),
                                        run_facts(cfg, trainer, datamodule, resumed))
     return TrainingRun(datamodule, build_module(cfg, net, criterion, datamodule.class_names, manifest),
@@ -156,16 +167,39 @@ def stored_run_config(cfg: DictConfig, ckpt: dict[str, Any]) -> DictConfig:
     if cfg.get("save_predictions"):  # every prediction is written at its image's own size: no padded batches
         train_cfg.data.val_batch_size = 1
     train_cfg.data.num_workers = cfg.num_workers
+    if cfg.get("metrics") is not None:  # what is scored is evaluate's choice (metrics.boundary), not the run's
+        train_cfg.metrics = cfg.metrics
+    for key in ("verify", "skip_bad", "cache_dir"):  # the split is checked as this command asks, not as training did
+        if cfg.get("data") and key in cfg.data:
+            train_cfg.data[key] = cfg.data[key]
     return train_cfg
 
 
 def build_evaluation(cfg: DictConfig, ckpt: dict[str, Any]) -> tuple[SegDataModule, SegmentationModule]:
     """The datamodule and module that score checkpoint `ckpt` as `cfg` (an evaluate config) asks:
-    its stored model, loss and pipelines, predicting with `cfg.tta`."""
+    its stored model, loss and pipelines, predicting with `cfg.tta`; `cfg.split` checked as training checks it."""
     train_cfg = stored_run_config(cfg, ckpt)
     manifest = RunManifest.from_checkpoint(ckpt)
     train_cfg.optimizer = None
     criterion = instantiate(train_cfg.loss)
     module = build_module(train_cfg, build_net_from_checkpoint(ckpt), criterion, manifest.class_names, manifest,
                           inference=build_inferencer(cfg.tta, train_cfg.dataset.get("crop_size")))
-    return build_datamodule(train_cfg, target_fn=getattr(criterion, "target_fn", None)), module
+    datamodule = build_datamodule(train_cfg, target_fn=getattr(criterion, "target_fn", None))
+    datamodule.check_splits([cfg.split], task="evaluating")  # as training checks its splits (data.skip_bad)
+    return datamodule, module
+
+
+def module_from_checkpoint(checkpoint: str | Path, map_location: Any = None, strict: bool | None = None,
+                           **overrides: Any) -> SegmentationModule:
+    """`SegmentationModule.load_from_checkpoint`: the module a segsuite checkpoint (a file or a zoo name) was
+    saved from, rebuilt from the run manifest it stores (model, loss, optimizer and schedule, classes), with all
+    its weights. The network's weights load strictly; the rest of the state strictly when `strict=True`.
+    `overrides` replace constructor arguments (e.g. `inference=Inferencer(flip=True)`); `map_location` is a device."""
+    ckpt = load_checkpoint(checkpoint, key="checkpoint_path")
+    train_cfg = run_config(ckpt)
+    manifest = RunManifest.from_checkpoint(ckpt)
+    module = build_module(train_cfg, build_net_from_checkpoint(ckpt), instantiate(train_cfg.loss),
+                          manifest.class_names, manifest, **overrides)
+    module.on_load_checkpoint(ckpt)
+    module.load_state_dict(ckpt["state_dict"], strict=bool(strict))  # net.* already loaded strictly above
+    return module if map_location is None else module.to(map_location)

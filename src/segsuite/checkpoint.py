@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +15,39 @@ from torch import nn
 from segsuite.manifest import MANIFEST_KEY, RunManifest
 
 
+def resolve_checkpoint_path(spec: str | Path, key: str = "ckpt_path") -> Path:
+    """The checkpoint file `spec` names: a file, or the name of a zoo entry (`camvid_enet`, `conf/zoo/`).
+
+    Every zoo checkpoint is verified against its entry's sha256, whether named or given by path (a
+    damaged or changed file fails in one line). Errors name the setting `key` it came from.
+    """
+    from segsuite import zoo
+
+    path = Path(spec).expanduser()
+    if path.is_file():
+        entry = zoo.entry_for_file(path)
+        if entry is not None:
+            zoo.verify_checkpoint(entry, path)
+        return path
+    name = str(spec)
+    known = zoo.available()
+    if name in known:
+        return zoo.checkpoint_file(zoo.load_entry(name))
+    raise FileNotFoundError(f"{key}={spec}: no such checkpoint file, and no zoo entry of that name "
+                            f"(zoo entries: {', '.join(known) or 'none'})")
+
+
 def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
-    """Load a checkpoint written by `segsuite.train` (on CPU), checking that it is one; errors name
-    the setting `key` it came from."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{key}={path}: no such checkpoint file")
+    """Load a checkpoint written by `segsuite.train` (on CPU), checking that it is one; `path` may also
+    be a zoo name (`resolve_checkpoint_path`). Errors name the setting `key` it came from."""
+    path = resolve_checkpoint_path(path, key)
     # Lightning checkpoints hold plain containers, tensors and numbers: weights_only is enough.
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if MANIFEST_KEY not in ckpt or "state_dict" not in ckpt:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as err:
+        raise ValueError(f"{key}={path}: not a readable PyTorch checkpoint ({type(err).__name__}; cut short or "
+                         f"damaged?); copy it again, or pass another checkpoint of a segsuite training run") from err
+    if not isinstance(ckpt, dict) or MANIFEST_KEY not in ckpt or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not a segsuite training checkpoint (no run info / state_dict inside)")
     return ckpt
 

@@ -22,12 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 from segsuite.build import build_evaluation
 from segsuite.checkpoint import load_checkpoint
 from segsuite.evaluation import check_output_dir, prediction_writers, summarise, write_outputs
+from segsuite.run_records import report_skipped
 from segsuite.utils.config import check_required
-from segsuite.utils.instantiate import close_loggers
 from segsuite.utils.paths import config_dir
 from segsuite.utils.reporting import format_scores
 from segsuite.utils.resolvers import register_resolvers
 from segsuite.utils.runtime import apply_runtime_settings
+from segsuite.utils.task_wrapper import run_task
 
 register_resolvers()
 log = logging.getLogger("segsuite.evaluate")
@@ -59,7 +60,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     names = module.class_names
     print(format_scores(f"{cfg.split} metrics of {cfg.ckpt_path} (tta: {inferencer})", scores, names))
     summary = summarise(cfg.split, scores, names)
-    stored = {**summary, "ckpt_path": str(cfg.ckpt_path), "tta": OmegaConf.to_container(cfg.tta, resolve=True)}
+    stored = {**summary, "ckpt_path": str(cfg.ckpt_path), "tta": OmegaConf.to_container(cfg.tta, resolve=True),
+              "skipped_bad_samples": report_skipped(datamodule.skipped_everywhere())}
     write_outputs(out, stored, scores, names, title=f"{dataset_name} {cfg.split}: confusion matrix (rows normalised)")
     print(f"{cfg.split}/mIoU: {scores['miou']:.4f}")
     print(f"run directory: {out.resolve()}")
@@ -68,11 +70,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    """Hydra entry point."""
-    try:
-        evaluate(cfg)
-    finally:
-        close_loggers()
+    """Hydra entry point: a failure prints one line (traceback: `HYDRA_FULL_ERROR=1`) and leaves no empty run dir."""
+    run_task(evaluate, cfg, log)
 
 
 if __name__ == "__main__":

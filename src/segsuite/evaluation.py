@@ -76,23 +76,30 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
 
 
 def write_per_class_csv(path: Path, class_names: Sequence[str], scores: dict[str, Any], confmat: torch.Tensor) -> None:
-    """One row per class: IoU, accuracy, ground-truth and predicted pixel counts."""
+    """One row per class: IoU, accuracy, ground-truth and predicted pixel counts (and, when scored,
+    the BF score and the number of images it averages)."""
     gt, pred = confmat.sum(dim=1).tolist(), confmat.sum(dim=0).tolist()
+    boundary = "bf_per_class" in scores
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["class", "iou", "acc", "gt_pixels", "pred_pixels"])
+        writer.writerow(["class", "iou", "acc", "gt_pixels", "pred_pixels"] + (["bf", "bf_images"] if boundary else []))
         for i, name in enumerate(class_names):
+            bf = [scores["bf_per_class"][i].item(), int(scores["images_per_class"][i])] if boundary else []
             writer.writerow([name, scores["iou_per_class"][i].item(), scores["acc_per_class"][i].item(),
-                             gt[i], pred[i]])
+                             gt[i], pred[i], *bf])
 
 
 def summarise(split: str, scores: dict[str, Any], class_names: Sequence[str]) -> dict[str, float]:
-    """`<split>/mIoU`, `mAcc`, `aAcc`, `fwIoU` and per-class `IoU/<name>`, `Acc/<name>`."""
+    """`<split>/mIoU`, `mAcc`, `aAcc`, `fwIoU` and per-class `IoU/<name>`, `Acc/<name>` (and, when
+    scored, `<split>/mBF` and `BF/<name>`)."""
     summary = {f"{split}/{k}": v for k, v in
                {"mIoU": scores["miou"], "mAcc": scores["mean_acc"], "aAcc": scores["pixel_acc"],
                 "fwIoU": scores["fwiou"]}.items()}
     summary.update({f"{split}/IoU/{n}": v for n, v in zip(class_names, scores["iou_per_class"].tolist())})
     summary.update({f"{split}/Acc/{n}": v for n, v in zip(class_names, scores["acc_per_class"].tolist())})
+    if "mbf" in scores:
+        summary[f"{split}/mBF"] = scores["mbf"]
+        summary.update({f"{split}/BF/{n}": v for n, v in zip(class_names, scores["bf_per_class"].tolist())})
     return summary
 
 

@@ -19,12 +19,14 @@ import hydra
 from omegaconf import DictConfig
 
 from segsuite.checkpoint import build_net, load_checkpoint
+from segsuite.deploy import formats
 from segsuite.deploy.check import compare, report_lines
 from segsuite.deploy.exportable import exportable, trace_input
 from segsuite.deploy.formats import FORMATS, export_onnx, export_torchscript, exported_runner, metadata
 from segsuite.manifest import RunManifest
 from segsuite.utils.config import check_required
 from segsuite.utils.paths import config_dir
+from segsuite.utils.task_wrapper import run_task
 
 log = logging.getLogger("segsuite.export")
 
@@ -34,6 +36,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     check_required(cfg)
     if cfg.format not in FORMATS:
         raise ValueError(f"format={cfg.format!r}: expected one of {sorted(FORMATS)}")
+    formats.require_packages(cfg.format)  # before any work: name the extra to install
     output = Path(cfg.output) if cfg.get("output") else Path(cfg.paths.output_dir) / f"model{FORMATS[cfg.format]}"
     if output.exists() and not cfg.overwrite:
         raise FileExistsError(f"output={output} already exists; pass overwrite=true to replace it")
@@ -59,8 +62,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="export")
 def main(cfg: DictConfig) -> None:
-    """Hydra entry point."""
-    export(cfg)
+    """Hydra entry point: a failure prints one line (traceback: `HYDRA_FULL_ERROR=1`) and leaves no empty run dir."""
+    run_task(export, cfg, log)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from torchmetrics import MaxMetric
 
 from segsuite.inference import Inferencer
 from segsuite.manifest import MANIFEST_KEY, RunManifest
-from segsuite.metrics import SegmentationMetrics, scores_to_labels
+from segsuite.metrics import BoundaryF1, SegmentationMetrics, scores_to_labels
 from segsuite.optim import build_optimizer
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 EXTRA_BATCH_KEYS_EXCLUDED = ("image", "mask", "name")
 # What torch's BatchNorm raises in training when it gets one value per channel.
 BATCHNORM_SINGLE_VALUE = "Expected more than 1 value per channel when training"
+# Where a checkpoint saved right after a validation keeps that validation's scores ({"epoch", "scores"}).
+VAL_SCORES_KEY = "segsuite_val"
 
 
 def single_value_batchnorm_message(net: nn.Module, images: torch.Tensor) -> str:
@@ -58,6 +60,8 @@ class SegmentationModule(pl.LightningModule):
             None = one whole-image forward pass.
         run_manifest: the run's config, classes, palette and normalisation, stored in every
             checkpoint so evaluate/predict/export need nothing else (`segsuite.manifest`).
+        boundary_metric: also score validation and test with the BF (boundary F1) score
+            (`segsuite.metrics.BoundaryF1`; `metrics.boundary` in the configs): `<stage>/mBF`, `<stage>/BF/<name>`.
     """
 
     def __init__(
@@ -77,6 +81,7 @@ class SegmentationModule(pl.LightningModule):
         compile: bool = False,
         inference: Inferencer | None = None,
         run_manifest: RunManifest | None = None,
+        boundary_metric: bool = False,
     ) -> None:
         super().__init__()
         self.net = net
@@ -99,10 +104,14 @@ class SegmentationModule(pl.LightningModule):
         self.last_eval_preds: torch.Tensor | None = None
         self.val_metrics = SegmentationMetrics(num_classes, ignore_index)
         self.test_metrics = SegmentationMetrics(num_classes, ignore_index)
+        # the BF score (opt-in): per-image boundary counts, gathered over DDP ranks
+        self.val_boundary = BoundaryF1(num_classes, ignore_index) if boundary_metric else None
+        self.test_boundary = BoundaryF1(num_classes, ignore_index) if boundary_metric else None
         self.val_miou_best = MaxMetric()
         self.val_miou_best.persistent(True)  # restored on resume, so "best so far" survives
-        # (epoch, scores) of the best validation so far: the epoch best.ckpt holds (kept in checkpoints)
-        self.best_val: tuple[int, dict[str, Any]] | None = None
+        # (step, epoch, scores) of the latest validation: a checkpoint saved at that step stores them
+        # (VAL_SCORES_KEY), so the final table is read from the very checkpoint the run selects
+        self.last_val: tuple[int, int, dict[str, Any]] | None = None
         self.run_manifest = run_manifest
         # What forward() calls: `net`, or its torch.compile wrapper. Kept out of the submodule
         # registry so checkpoints hold the weights once, under `net.*`, compiled or not.
@@ -144,6 +153,9 @@ class SegmentationModule(pl.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         if hasattr(self.criterion, "set_progress"):
             self.criterion.set_progress(self.global_step, max(int(self.trainer.estimated_stepping_batches), 1))
+        if batch["image"].shape[0] == 0:  # every sample of the batch was bad (data.skip_bad): nothing to learn
+            # a zero loss through every trainable weight, so the processes of a DDP run still step together
+            return sum(p.sum() for p in self.net.parameters() if p.requires_grad) * 0.0
         extras = {k: v for k, v in batch.items() if k not in EXTRA_BATCH_KEYS_EXCLUDED}
         try:
             out = self(batch["image"])
@@ -156,13 +168,22 @@ class SegmentationModule(pl.LightningModule):
         return loss
 
     def _eval_step(self, batch: dict[str, Any], metrics: SegmentationMetrics, stage: str) -> None:
+        if batch["image"].shape[0] == 0:  # every sample of the batch was bad (data.skip_bad): nothing to score, but
+            # the loss is logged with weight 0, so every DDP process syncs the same logged values at the epoch end
+            self.log(f"{stage}/loss", torch.zeros((), device=self.device), on_epoch=True, sync_dist=True,
+                     batch_size=0.0)
+            return
         logits = self.inference(self, batch["image"])
         # the prediction is computed once: the metric and evaluate's prediction saver take the labels
         self.last_eval_preds = scores_to_labels(logits.detach())
         extras = {k: v for k, v in batch.items() if k not in EXTRA_BATCH_KEYS_EXCLUDED}
         loss = self.criterion(logits, batch["mask"], **extras)
         metrics.update(self.last_eval_preds, batch["mask"])
-        self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=batch["image"].shape[0])
+        if (boundary := getattr(self, f"{stage}_boundary", None)) is not None:
+            boundary.update(self.last_eval_preds, batch["mask"])
+        # a float batch size: Lightning syncs the epoch's summed batch sizes as a mean over the processes, which
+        # floors integers (shards of 1 and 0 images would give 0 and an infinite loss; of 3 and 2, a wrong one)
+        self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=float(batch["image"].shape[0]))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, self.val_metrics, "val")
@@ -173,12 +194,19 @@ class SegmentationModule(pl.LightningModule):
     def _log_metrics(self, metrics: SegmentationMetrics, stage: str) -> dict[str, Any]:
         scores = metrics.compute()
         metrics.reset()
+        if (boundary := getattr(self, f"{stage}_boundary", None)) is not None:
+            scores.update(boundary.compute())
+            boundary.reset()
         values = {
             f"{stage}/mIoU": scores["miou"], f"{stage}/mAcc": scores["mean_acc"],
             f"{stage}/aAcc": scores["pixel_acc"], f"{stage}/fwIoU": scores["fwiou"],
         }
         for name, iou in zip(self.class_names, scores["iou_per_class"].tolist()):
             values[f"{stage}/IoU/{name}"] = iou
+        if "mbf" in scores:
+            values[f"{stage}/mBF"] = scores["mbf"]
+            values.update({f"{stage}/BF/{name}": bf
+                           for name, bf in zip(self.class_names, scores["bf_per_class"].tolist())})
         self.log_dict(values, sync_dist=False)
         return scores
 
@@ -187,10 +215,9 @@ class SegmentationModule(pl.LightningModule):
         self.last_val_scores = scores
         if self.trainer.sanity_checking:
             return
+        self.last_val = (self.global_step, self.current_epoch, scores)
         miou = torch.tensor(scores["miou"], device=self.device)
         if not torch.isnan(miou):
-            if self.best_val is None or float(miou) > float(self.best_val[1]["miou"]):
-                self.best_val = (self.current_epoch, scores)  # as ModelCheckpoint: strictly better only
             self.val_miou_best.update(miou)
         self.log("val/mIoU_best", self.val_miou_best.compute(), prog_bar=True)
 
@@ -200,12 +227,25 @@ class SegmentationModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.run_manifest is not None:
             checkpoint[MANIFEST_KEY] = self.run_manifest.to_dict()
-        if self.best_val is not None:
-            checkpoint["segsuite_best_val"] = {"epoch": self.best_val[0], "scores": self.best_val[1]}
+        if self.last_val is not None and self.last_val[0] == self.global_step:  # these weights' own validation
+            checkpoint[VAL_SCORES_KEY] = {"epoch": self.last_val[1], "scores": self.last_val[2]}
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        best = checkpoint.get("segsuite_best_val")
-        self.best_val = (int(best["epoch"]), best["scores"]) if best else None
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,
+                             strict: bool | None = None, weights_only: bool | None = None,
+                             **kwargs: Any) -> SegmentationModule:
+        """The module a segsuite checkpoint (a file or a zoo name, e.g. `camvid_enet`) was saved from.
+
+        Rebuilt from the run manifest every segsuite checkpoint stores (`checkpoint["segsuite"]`: model,
+        loss, optimizer and schedule configs, classes), not from Lightning's `hyper_parameters` (the module
+        takes built objects, which no hyperparameter record can hold), so zoo checkpoints load too.
+        `kwargs` replace constructor arguments; checkpoints are always read with `weights_only=True`.
+        """
+        if hparams_file is not None:
+            raise ValueError("hparams_file is not used: a segsuite checkpoint carries its own config")
+        from segsuite.build import module_from_checkpoint  # the assembly layer (it imports this module)
+
+        return module_from_checkpoint(checkpoint_path, map_location=map_location, strict=strict, **kwargs)
 
     # -- optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:

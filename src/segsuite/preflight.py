@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import zipfile
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from segsuite.checkpoint import resolve_checkpoint_path
 from segsuite.manifest import MANIFEST_KEY, upgrade_model_config
 
 # key -> (type, lower bound, what it is); None values are left to their defaults
@@ -35,6 +37,28 @@ def check_config_values(cfg: DictConfig) -> None:
             noun = "an integer" if kind is int else "a number"
             example = {int: 16, float: 0.001}[kind]
             raise ValueError(f"{key}={value!r}: expected {noun} >= {low:g} ({what}), e.g. {key}={example}")
+    loss = cfg.get("loss")
+    check_class_weights(OmegaConf.to_container(loss, resolve=False) if isinstance(loss, DictConfig) else None)
+
+
+def check_class_weights(node: Any, where: str = "loss") -> None:
+    """Raise naming the setting (e.g. `loss.weight`) when a per-class `weight` of the (unresolved, plain) loss
+    config is neither null, `auto` nor a list of non-negative numbers; nested loss configs included."""
+    items = (node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ())
+    for key, value in items:
+        path = f"{where}.{key}" if isinstance(node, dict) else f"{where}[{key}]"
+        if key == "weight" and isinstance(value, list):
+            bad = [(i, v) for i, v in enumerate(value) if isinstance(v, bool) or not isinstance(v, (int, float))
+                   or not math.isfinite(v) or v < 0]
+            if bad:
+                i, v = bad[0]
+                raise ValueError(f"{path}={value}: entry {i + 1} ({v!r}) is not a non-negative number; expected a "
+                                 f"list of one weight per class, auto or null, e.g. {path}=[1.0,2.5,...]")
+        elif key == "weight" and isinstance(value, str) and value != "auto" and not value.startswith("${"):
+            raise ValueError(f"{path}={value!r}: expected a list of one weight per class, auto or null, "
+                             f"e.g. {path}=[1.0,2.5,...] or {path}=auto")
+        else:
+            check_class_weights(value, path)
 
 
 def load_resume_checkpoint(path: str | Path, cfg: DictConfig) -> dict[str, Any]:
@@ -42,10 +66,8 @@ def load_resume_checkpoint(path: str | Path, cfg: DictConfig) -> dict[str, Any]:
 
     Returns what the resumed run records about its origin: the file, its run directory, epoch and step.
     """
-    path = Path(path)
+    path = resolve_checkpoint_path(path, "ckpt_path")  # a file, or a zoo name (sha256 verified)
     where = f"ckpt_path={path}"
-    if not path.is_file():
-        raise FileNotFoundError(f"{where}: no such checkpoint file")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # Lightning reads it again
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as err:
@@ -74,8 +96,25 @@ def load_resume_checkpoint(path: str | Path, cfg: DictConfig) -> dict[str, Any]:
                               for k in differ[:4])
             raise ValueError(f"{where} was trained with another model configuration ({shown}); resume with the "
                              f"checkpoint run's own settings (the resume command printed by that run has them)")
+    _check_mid_epoch_batch_size(ckpt, cfg, where)
     return {"ckpt_path": str(path.resolve()), "run_dir": str(path.resolve().parent.parent),
             "epoch": int(ckpt.get("epoch", 0)), "global_step": int(ckpt.get("global_step", 0))}
+
+
+def _check_mid_epoch_batch_size(ckpt: dict[str, Any], cfg: DictConfig, where: str) -> None:
+    """A checkpoint saved mid-epoch resumes at the sample `batches done x its global batch size`
+    (`SegDataModule.continue_interrupted_epoch` counts batches): another `data.batch_size` would skip
+    or repeat samples of that epoch, so it is refused. At an epoch boundary any batch size may follow."""
+    progress = ((ckpt.get("loops") or {}).get("fit_loop") or {}).get("epoch_loop.batch_progress") or {}
+    done = int((progress.get("current") or {}).get("completed", 0))
+    stored = ((ckpt.get(MANIFEST_KEY) or {}).get("config") or {}).get("data", {}).get("batch_size")
+    batch = OmegaConf.select(cfg, "data.batch_size")
+    if not done or progress.get("is_last_batch") or stored is None or batch is None or int(stored) == int(batch):
+        return
+    raise ValueError(f"{where} was saved in the middle of epoch {int(ckpt.get('epoch', 0)) + 1}, after {done} batches "
+                     f"of data.batch_size={stored}; with data.batch_size={batch} the rest of that epoch would start at "
+                     f"another sample. Resume with data.batch_size={stored}, or change the batch size at an epoch "
+                     f"boundary (resume from the run's checkpoints/last.ckpt)")
 
 
 def _without_pretrained(model: dict[str, Any]) -> dict[str, Any]:
@@ -99,9 +138,9 @@ def splits_used(cfg: DictConfig) -> list[str]:
 
 
 def check_run_paths(cfg: DictConfig) -> None:
-    """`init_from` names a file, and the run directory holds no other run's checkpoints."""
-    if cfg.get("init_from") and not Path(cfg.init_from).is_file():
-        raise FileNotFoundError(f"init_from={cfg.init_from}: no such checkpoint file")
+    """`init_from` names a file or a zoo entry, and the run directory holds no other run's checkpoints."""
+    if cfg.get("init_from"):
+        resolve_checkpoint_path(cfg.init_from, "init_from")
     checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
     if checkpoints.exists() and any(checkpoints.iterdir()):
         raise FileExistsError(f"{checkpoints.parent} already holds checkpoints of another run; "

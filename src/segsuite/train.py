@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from segsuite.build import build_training
 from segsuite.launch import group_sweep_runs, use_job_command_for_ddp_children
 from segsuite.preflight import check_config_values, check_run_paths, load_resume_checkpoint
-from segsuite.run_records import best_checkpoint, record_end, record_start, scalar_metrics
+from segsuite.run_records import record_end, record_start, scalar_metrics, selected_checkpoint
 from segsuite.utils.config import check_required
 from segsuite.utils.paths import config_dir
 from segsuite.utils.resolvers import register_resolvers
@@ -48,16 +48,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     metrics: dict[str, float] = {}
     if cfg.get("train"):
-        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resumed["ckpt_path"] if resumed else None)
         metrics.update(scalar_metrics(trainer.callback_metrics))
+    selected = selected_checkpoint(trainer)  # fixed here: testing restores the callbacks from the checkpoint
     if cfg.get("test"):
-        if not best_checkpoint(trainer):
-            log.warning("no best checkpoint was saved; testing the current weights")
-        trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best_checkpoint(trainer) or None,
-                     weights_only=False)
+        if not selected[0]:
+            log.warning("no checkpoint was saved; testing the current weights")
+        trainer.test(run.module, datamodule=run.datamodule, ckpt_path=selected[0] or None, weights_only=False)
         metrics.update(scalar_metrics(trainer.callback_metrics))
+    skipped = run.datamodule.skipped_everywhere()  # every process calls it: a collective under DDP
     if trainer.is_global_zero:
-        record_end(trainer, run.module, metrics, output_dir, trained=bool(cfg.get("train")))
+        record_end(trainer, run.module, metrics, output_dir, bool(cfg.get("train")), selected, skipped)
     return metrics
 
 

@@ -3,15 +3,18 @@
 An entry is `conf/zoo/<name>.yaml` beside its checkpoint `conf/zoo/<name>.ckpt`. It names the
 recipe (`experiment`; `stages` when several recipes train it in turn, each from the previous
 one's best weights), the seed and the command that trained it, the metrics measured on the named
-split, the per-class scores, the machine and time of training, the checkpoint's sha256, and the
-bands a reproduction must fall in (`bands.evaluate` for the shipped checkpoint, `bands.retrain`
-for a fresh training run). `python -m segsuite.reproduce <name>` checks a copy of the data
-against them.
+split, the per-class scores, the machine and time of training, the checkpoint's sha256 (checked on
+every load: `checkpoint_file`; an entry may add the `url` it is downloaded from when absent), the data
+the metrics were measured on (`data`: split, image count and fingerprint, see `data_fingerprint`)
+and the bands a reproduction must fall in (`bands.evaluate` for the shipped checkpoint,
+`bands.retrain` for a fresh training run). `python -m segsuite.reproduce <name>` checks a copy of
+the data against them.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,27 +83,111 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_checkpoint(entry: ZooEntry) -> None:
-    """Fail, naming the file and both hashes, when the checkpoint is missing or differs from the entry."""
-    if not entry.checkpoint.is_file():
-        raise FileNotFoundError(f"zoo entry {entry.name!r}: checkpoint {entry.checkpoint} is missing; reinstall "
+def verify_checkpoint(entry: ZooEntry, path: Path | None = None) -> None:
+    """Fail, naming the file and both hashes, when the checkpoint (`path`, default the one beside the entry) is
+    missing or differs from the entry."""
+    path = path or entry.checkpoint
+    if not path.is_file():
+        raise FileNotFoundError(f"zoo entry {entry.name!r}: checkpoint {path} is missing; reinstall "
                                 f"segsuite or restore the file from the repository")
-    actual = sha256_of(entry.checkpoint)
+    actual = sha256_of(path)
     if actual != entry.record.sha256:
-        raise ValueError(f"zoo entry {entry.name!r}: {entry.checkpoint} has sha256 {actual}, the entry records "
+        raise ValueError(f"zoo entry {entry.name!r}: {path} has sha256 {actual}, the entry records "
                          f"{entry.record.sha256}; the file was changed or damaged: restore it from the repository")
 
 
+def checkpoint_file(entry: ZooEntry) -> Path:
+    """The entry's checkpoint, its sha256 verified: the file beside the entry, or, where that is absent and the
+    entry has a `url`, its copy in torch.hub's cache (downloaded once; offline, the error names the URL and the
+    path to put the file in)."""
+    if not entry.checkpoint.is_file() and entry.record.get("url"):
+        from segsuite.utils.download import cached_download
+
+        return cached_download(str(entry.record.url), f"zoo entry {entry.name!r}", sha256=str(entry.record.sha256))
+    verify_checkpoint(entry)
+    return entry.checkpoint
+
+
+def entry_for_file(path: Path, directory: Path | None = None) -> ZooEntry | None:
+    """The zoo entry whose checkpoint `path` is (a file in the zoo folder an entry names), or None."""
+    directory = (directory or zoo_dir()).resolve()
+    path = Path(path).resolve()
+    if path.parent != directory:
+        return None
+    for name in available(directory):
+        entry = load_entry(name, directory)
+        if entry.checkpoint.resolve() == path:
+            return entry
+    return None
+
+
 def outside_band(metrics: dict[str, float], band: dict[str, tuple[float, float]]) -> list[str]:
-    """One message per banded metric that is missing from `metrics` or outside its [low, high]."""
+    """One message per banded metric that is missing from `metrics` or outside its [low, high]; the value
+    has one digit more than the band, so a value just outside never rounds onto the band's edge."""
     failures = []
     for key, (low, high) in band.items():
         value = metrics.get(key)
         if value is None:
             failures.append(f"{key}: not measured (expected in [{low:.4f}, {high:.4f}])")
         elif not low <= value <= high:
-            failures.append(f"{key} = {value:.4f} is outside the recorded band [{low:.4f}, {high:.4f}]")
+            failures.append(f"{key} = {shown_value(value, low, high)} is outside the recorded band "
+                            f"[{low:.4f}, {high:.4f}]")
     return failures
+
+
+def shown_value(value: float, low: float, high: float) -> str:
+    """`value` with at least 5 decimals, more where fewer would round it onto the band [low, high]."""
+    for digits in range(5, 10):
+        text = f"{value:.{digits}f}"
+        if (low <= float(text) <= high) == (low <= value <= high):
+            return text
+    return repr(value)
+
+
+# -- the data an entry was measured on ---------------------------------------------------------------
+def label_lines(samples: Iterable[tuple[str, Path]]) -> list[str]:
+    """`"<name> <sha256 of its label file>"` per (image name, label path), sorted by name: what an entry's
+    data fingerprint is computed over."""
+    return sorted(f"{name} {sha256_of(Path(label))}" for name, label in samples)
+
+
+def data_fingerprint(lines: Iterable[str]) -> str:
+    """sha256 over the `label_lines` (one per line, newline-terminated): the same images with the same labels
+    give the same fingerprint, wherever the data lie."""
+    return hashlib.sha256("".join(f"{line}\n" for line in lines).encode()).hexdigest()
+
+
+def data_record(split: str, lines: list[str]) -> dict[str, Any]:
+    """The `data` block of an entry: split, image count and fingerprint."""
+    return {"split": split, "images": len(lines), "fingerprint": data_fingerprint(lines)}
+
+
+def data_differences(entry: ZooEntry, lines: list[str], directory: Path | None = None) -> str | None:
+    """None when `lines` (`label_lines` of your copy of the split) are the data the entry was measured on;
+    else what differs: images missing or extra and labels changed, named where the entry's per-label list
+    (`data.labels`, a file beside the entry) is at hand, else counted. Raises nothing for an entry without a
+    `data` block (the caller notes that it cannot check)."""
+    recorded = entry.record.get("data")
+    if recorded is None or data_fingerprint(lines) == recorded.fingerprint:
+        return None
+    listing = (directory or zoo_dir()) / str(recorded.labels) if recorded.get("labels") else None
+    if listing is not None and listing.is_file():
+        theirs = dict(line.rsplit(" ", 1) for line in listing.read_text().splitlines() if line)
+        ours = dict(line.rsplit(" ", 1) for line in lines)
+        parts = [f"{len(group)} {what} ({_names(group)})" for group, what in (
+            (sorted(set(theirs) - set(ours)), "image(s) missing"), (sorted(set(ours) - set(theirs)), "extra image(s)"),
+            (sorted(n for n in set(ours) & set(theirs) if ours[n] != theirs[n]), "label(s) changed")) if group]
+    else:
+        count, expected = len(lines), int(recorded.images)
+        parts = [f"{expected - count} image(s) missing" if count < expected else
+                 f"{count - expected} extra image(s)" if count > expected else "labels changed (or other images)"]
+    return (f"your data differ from the entry's: {', '.join(parts) or 'the fingerprint differs'}; the entry was "
+            f"measured on {int(recorded.images)} {recorded.split} image(s) (fingerprint {recorded.fingerprint[:12]}), "
+            f"yours are {len(lines)} (fingerprint {data_fingerprint(lines)[:12]})")
+
+
+def _names(names: list[str], shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def slim_checkpoint(source: Path, target: Path, data_dir: str | None = None,

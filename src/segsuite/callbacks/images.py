@@ -75,6 +75,8 @@ class ValidationImageLogger(pl.Callback):
         try:
             for index in self.sample_indices(len(dataset)):
                 item = dataset[index]
+                if "skipped" in item:  # a bad sample left out (data.skip_bad); the run names it
+                    continue
                 image = item["image"].unsqueeze(0).to(pl_module.device)
                 if image.dtype == torch.uint8:  # normalised on the device (data.normalize_on_device)
                     image = datamodule.to_model_input({"image": image})["image"]

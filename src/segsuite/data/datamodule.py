@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,26 @@ from segsuite.data.verify import VerifyReport, bad_files_error, split_is_empty_e
 log = logging.getLogger(__name__)
 
 
-def collate(items: list[dict[str, Any]], ignore_index: int = 255) -> dict[str, Any]:
+def collate(items: list[dict[str, Any]], ignore_index: int = 255, split: str = "") -> dict[str, Any]:
     """Stack tensors (names stay a list). Images of different sizes (validation on full images of
     VOC, ADE20K, COCO) are padded at the bottom/right: images with 0, masks with `ignore_index`,
     so padding never counts in metrics or losses. Per-pixel extras (distance maps) pad with 0;
-    tensors without spatial dims (e.g. class-id lists) are stacked as they are."""
+    tensors without spatial dims (e.g. class-id lists) are stacked as they are.
+
+    Items of bad samples (`data.skip_bad`: `{"name", "skipped": message}`) are dropped, nothing
+    takes their place, and their messages travel with the batch as `batch["skipped"]` (a list of
+    `(split, message)`): the batch is how a worker process reports them to the main process, where
+    `SegDataModule.on_before_batch_transfer` records them. A batch of bad samples only holds no
+    images (`image` of shape [0, 3, 1, 1]); the module skips it.
+    """
     batch: dict[str, Any] = {}
+    skipped = [(split, item["skipped"]) for item in items if "skipped" in item]
+    if skipped:
+        batch["skipped"] = skipped
+        items = [item for item in items if "skipped" not in item]
+        if not items:
+            return {**batch, "image": torch.zeros(0, 3, 1, 1), "mask": torch.zeros(0, 1, 1, dtype=torch.int64),
+                    "name": []}
     height = max(item["image"].shape[-2] for item in items)
     width = max(item["image"].shape[-1] for item in items)
     for key in items[0]:
@@ -52,6 +66,14 @@ def _stack(values: list[torch.Tensor]) -> torch.Tensor:
             v.permute(1, 2, 0).is_contiguous() for v in values):
         return torch.stack([v.permute(1, 2, 0) for v in values]).permute(0, 3, 1, 2)
     return torch.stack(values)
+
+
+def add_skipped(skipped: dict[str, list[str]], entries: Iterable[tuple[str, str]]) -> None:
+    """Add `(split, message)` entries to `skipped` (split -> messages), each message once."""
+    for split, message in entries:
+        known = skipped.setdefault(split, [])
+        if message not in known:
+            known.append(message)
 
 
 def usable_cores() -> int:
@@ -111,11 +133,12 @@ class SegDataModule(pl.LightningDataModule):
         pin_memory: pin host memory for faster copies to a GPU; None: on when CUDA is available.
         persistent_workers: keep workers alive between epochs (ignored without workers).
         seed: seed of the training order and augmentations.
-        skip_bad: passed to every dataset: skip unreadable/bad samples with a warning; files that
-            fail the check before training (`verify`) are left out of their split and counted.
+        skip_bad: passed to every dataset: leave bad samples out with a warning instead of failing:
+            files that fail the check before training (`verify`) leave their split, files found bad
+            in use leave their batch (`collate`); every one is named in `skipped`.
         verify: how `check_splits` checks each split's files before training: full | quick | off
             (`segsuite.data.verify`).
-        cache_dir: where passed checks are remembered (by path, size and mtime); None: nowhere.
+        cache_dir: where passed checks are remembered (by path, inode, size, mtime and ctime); None: nowhere.
         normalize_on_device: move the pipelines' final `albumentations.Normalize` onto the device:
             workers ship uint8 images and masks (4x and 8x fewer bytes, no float conversion in
             the worker), and `on_after_batch_transfer` applies the same normalisation to the batch.
@@ -158,7 +181,10 @@ class SegDataModule(pl.LightningDataModule):
         self.normalize_on_device = normalize_on_device
         self.verify = verify
         self.cache_dir = cache_dir
-        self.skipped: dict[str, int] = {}  # split -> samples left out by the check (skip_bad)
+        # split -> messages naming every sample left out (skip_bad): unpaired files and files that failed
+        # the check, then files found bad while in use (reported by the workers through their batches)
+        self.skipped: dict[str, list[str]] = {}
+        self._found_in_use: dict[str, set[str]] = {}  # split -> bad samples met in batches
         # The normalisation moved out of the pipelines (None: the workers normalise).
         self.device_normalize: DeviceNormalize | None = None
         self.target_fn = target_fn
@@ -195,9 +221,11 @@ class SegDataModule(pl.LightningDataModule):
         described = ", ".join(f"{k}={v}" for k, v in found.items())
         return f"dataset.{split} ({node.get('_target_', '?')}{': ' + described if described else ''})"
 
-    def check_splits(self, splits: list[str], workers: int | None = None) -> dict[str, VerifyReport]:
+    def check_splits(self, splits: list[str], workers: int | None = None,
+                     task: str = "training") -> dict[str, VerifyReport]:
         """Build `splits` and check their files before training (`verify`); raise on an empty split
-        or a bad file (with `skip_bad`, leave bad files out instead and count them in `skipped`)."""
+        or a bad file (with `skip_bad`, leave bad files out instead and name them in `skipped`, with
+        the files left out when the split was listed)."""
         stages = {"train": "fit", "val": "fit", "test": "test"}
         reports = {}
         for split in splits:
@@ -208,11 +236,11 @@ class SegDataModule(pl.LightningDataModule):
             report = verify_split(dataset, split, self.verify, Path(self.cache_dir) if self.cache_dir else None,
                                   workers=workers or usable_cores())
             if report.bad and not self.skip_bad:
-                raise bad_files_error(report)
+                raise bad_files_error(report, task)
+            self.record_skipped((split, message) for message in [*getattr(dataset, "left_out", ()), *report.bad])
             if report.bad:
                 bad = set(report.bad_indices)
                 dataset.samples = [s for i, s in enumerate(dataset.samples) if i not in bad]
-                self.skipped[split] = len(bad)
                 log.warning("%s split: left out %d bad sample(s) of %d (data.skip_bad=true):\n  %s", split,
                             len(bad), report.total, "\n  ".join(report.bad))
                 if len(dataset) == 0:
@@ -223,6 +251,23 @@ class SegDataModule(pl.LightningDataModule):
                          report.seconds, report.cached, len(report.bad))
             reports[split] = report
         return reports
+
+    def record_skipped(self, entries: Iterable[tuple[str, str]]) -> None:
+        """Add `(split, message)` entries to `skipped` (each message once)."""
+        add_skipped(self.skipped, entries)
+
+    def skipped_everywhere(self) -> dict[str, list[str]]:
+        """`skipped`, merged over the processes of a distributed run (each reads other samples): a
+        collective call there, which every process makes."""
+        parts: list[Any] = [self.skipped]
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1:
+            parts = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(parts, self.skipped)
+        merged: dict[str, list[str]] = {}
+        for part in parts:
+            add_skipped(merged, ((split, m) for split, messages in (part or {}).items() for m in messages))
+        return merged
 
     def _pipeline(self, name: str) -> tuple[DictConfig, bool]:
         """`augmentation.<name>`, without its final Normalize if that moves onto the device."""
@@ -240,6 +285,22 @@ class SegDataModule(pl.LightningDataModule):
             )
         self.device_normalize = normalize
         return stripped, True
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Record the bad samples `collate` dropped from the batch (`skipped`), in the main process; raise
+        once every sample of a split this process reads has turned out bad."""
+        if isinstance(batch, dict) and "skipped" in batch:
+            batch = dict(batch)
+            entries = batch.pop("skipped")
+            self.record_skipped(entries)
+            for split, message in entries:
+                found = self._found_in_use.setdefault(split, set())
+                found.add(message)
+                dataset = self.datasets.get(split)
+                if dataset is not None and len(found) >= len(dataset):
+                    raise DatasetError(f"every sample of the {split} split ({len(dataset)}) is bad; one: "
+                                       f"{min(found)}. Repair the files (data.verify=full names them all)")
+        return batch
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Normalise uint8 images on the device (see `normalize_on_device`); masks become int64."""
@@ -288,6 +349,25 @@ class SegDataModule(pl.LightningDataModule):
             )
         return global_batch // world
 
+    def check_train_batches(self, world_size: int) -> int:
+        """Training batches per epoch and process (the train split built); raise before training when
+        the batch does not divide over the processes or is larger than each process's share of the
+        split (its loader drops the incomplete last batch, so the epoch would train nothing)."""
+        if self.batch_size % world_size:
+            raise ValueError(f"data.batch_size={self.batch_size} is the global batch and must divide by the "
+                             f"{world_size} processes; set data.batch_size to a multiple of {world_size}.")
+        per_device = self.batch_size // world_size
+        samples = len(self.datasets["train"])
+        share = samples // world_size  # SeededTrainSampler: equal shares, the remainder left out
+        if share < per_device:
+            over = f" over {world_size} processes ({share} each)" if world_size > 1 else ""
+            raise ValueError(
+                f"data.batch_size={self.batch_size} is larger than the train split: {samples} samples{over}, "
+                f"batches of {per_device} per process (data.batch_size={self.batch_size} / world size "
+                f"{world_size}) and drop_last=true (the incomplete last batch is dropped), so no step would train; "
+                f"set data.batch_size<={share * world_size} or add training samples")
+        return share // per_device
+
     @property
     def num_workers(self) -> int:
         """Workers per dataloader: `num_workers`, or with "auto" sized to this node's cores and the
@@ -309,7 +389,8 @@ class SegDataModule(pl.LightningDataModule):
             self.datasets[split], batch_size=batch_size, sampler=sampler, num_workers=workers,
             pin_memory=self.pin_memory, persistent_workers=self.persistent_workers_setting and workers > 0,
             prefetch_factor=self.prefetch_factor_setting if workers > 0 else None,
-            collate_fn=functools.partial(collate, ignore_index=int(self.dataset_cfg.get("ignore_index", 255))),
+            collate_fn=functools.partial(collate, ignore_index=int(self.dataset_cfg.get("ignore_index", 255)),
+                                         split=split),
             drop_last=split == "train",
         )
 

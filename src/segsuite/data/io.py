@@ -7,6 +7,7 @@ colours: those go through PIL, whose mode-"P" arrays are the palette indices (= 
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
@@ -41,11 +42,23 @@ class Sample:
 
 # -- reading ----------------------------------------------------------------------------------------
 def read_bytes(path: Path) -> bytes:
-    """The file's bytes; a missing or unreadable file raises `DatasetError`."""
+    """The file's bytes; a missing or unreadable file (a symbolic link loop or a broken link too)
+    raises `DatasetError`."""
     try:
         return Path(path).read_bytes()
     except OSError as err:
-        raise DatasetError(f"{path}: cannot read the file ({err.strerror or err}).") from err
+        raise DatasetError(f"{path}: cannot read the file ({err.strerror or err}){_link_problem(Path(path), err)}.") \
+            from err
+
+
+def _link_problem(path: Path, err: OSError) -> str:
+    """What is wrong with `path` when it is a symbolic link that cannot be followed ('' otherwise)."""
+    if err.errno == errno.ELOOP:
+        return ("; it is a symbolic link that leads back to itself (a link loop): replace the link by the file "
+                "or a link to it")
+    if isinstance(err, FileNotFoundError) and path.is_symlink():
+        return f"; it is a symbolic link to {os.readlink(path)}, which does not exist"
+    return ""
 
 
 def _check_complete(data: bytes, path: Path) -> None:
@@ -239,6 +252,8 @@ def index_files(directory: Path, suffix: str, recursive: bool = False) -> dict[s
     """{name: path} of the files in `directory` ending in `suffix`; name = file name minus suffix.
 
     With `recursive`, sub-folders are searched too and names are relative paths (`a/b/name`).
+    Symbolic links that cannot be followed (a link loop, a link to a missing file) are listed
+    too, so that reading them names the file and the problem instead of leaving it out unnoticed.
     """
     directory = Path(directory)
     found: dict[str, Path] = {}
@@ -247,20 +262,26 @@ def index_files(directory: Path, suffix: str, recursive: bool = False) -> dict[s
         folder = pending.pop()
         with os.scandir(folder) as entries:
             for entry in entries:
-                if entry.is_dir() and recursive:
+                try:
+                    is_dir, is_file = entry.is_dir(), entry.is_file() or entry.is_symlink()
+                except OSError:  # ELOOP: `ln -s x.png x.png`
+                    is_dir, is_file = False, True
+                if is_dir and recursive:
                     pending.append(Path(entry.path))
-                elif entry.is_file() and entry.name.endswith(suffix):
+                elif is_file and not is_dir and entry.name.endswith(suffix):
                     path = Path(entry.path)
                     found[str(path.relative_to(directory))[: -len(suffix)]] = path
     return dict(sorted(found.items()))
 
 
 def pair_files(images: Mapping[str, Path], masks: Mapping[str, Path], dataset: str,
-               skip_bad: bool, names: Iterable[str] | None = None) -> list[Sample]:
+               skip_bad: bool, names: Iterable[str] | None = None,
+               left_out: list[str] | None = None) -> list[Sample]:
     """Pair images and masks by name (in `names` order if given, else sorted).
 
     An image without its mask (or a mask without its image) raises `DatasetError` naming the
-    file; with `skip_bad` it warns once per file and leaves the sample out.
+    file; with `skip_bad` it warns once per file, leaves the sample out and appends the message
+    to `left_out` (the dataset's `left_out`, which the run counts and names).
     """
     wanted = list(names) if names is not None else sorted(set(images) | set(masks))
     samples, problems = [], []
@@ -279,6 +300,8 @@ def pair_files(images: Mapping[str, Path], masks: Mapping[str, Path], dataset: s
         raise DatasetError(f"{dataset}: {len(problems)} unpaired file(s): " + "; ".join(problems[:5]) + more
                            + ". Restore the files, or set data.skip_bad=true to skip them.")
     for problem in problems:
+        if left_out is not None:
+            left_out.append(f"{dataset}: {problem}")
         warnings.warn(f"{dataset}: skipping: {problem}", stacklevel=2)
         log.warning("%s: skipping: %s", dataset, problem)
     return samples

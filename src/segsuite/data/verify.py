@@ -8,9 +8,17 @@
   opens; image and mask headers give the same size; label values are not read;
 - `off`: nothing (an empty split is still an error).
 
-Files that passed are remembered in `<data_dir>/.segsuite_cache/verified/` by path, size and
-modification time, so a second run only stats the files. A file that fails stops the run naming it
-and the fix, or, with `data.skip_bad=true`, is left out of the split and counted.
+Files that passed are remembered in `<data_dir>/.segsuite_cache/verified/` by path, inode, size,
+modification time and inode change time (ctime), so a second run only stats the files. The ctime is
+what `touch -d`/`os.utime` cannot set back: a file rewritten with the same size and its mtime
+restored is checked again. What the cache cannot see: a change that leaves all of these as they
+were, which takes resetting the system clock, a file system that does not keep a ctime of its own
+(some network and FUSE mounts report the mtime there), or a change within one tick of the
+file system's clock after the check passed it. `data.verify=full` with the cache deleted
+(`rm -r <data_dir>/.segsuite_cache/verified`) checks every file again.
+
+A file that fails stops the run naming it and the fix, or, with `data.skip_bad=true`, is left out
+of the split and named in the run's records (`skipped_bad_samples`).
 """
 
 from __future__ import annotations
@@ -65,14 +73,15 @@ def split_is_empty_error(split: str, where: str) -> DatasetError:
 
 
 def _file_key(path: Path) -> str:
+    """What identifies this version of the file: path, inode, size, mtime and ctime (see the module docstring)."""
     stat = path.stat()
-    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    return f"{path.resolve()}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}"
 
 
 def _sample_key(sample: dataio.Sample) -> str | None:
     try:
         return f"{_file_key(Path(sample.image))}#{_file_key(Path(sample.mask))}"
-    except OSError:  # missing: never cached, the check names it
+    except (OSError, RuntimeError):  # missing, or a link loop (resolve: RuntimeError): never cached, the check names it
         return None
 
 
@@ -108,6 +117,11 @@ def _header_size(path: Path) -> tuple[int, int] | None:
             return im.size
     except OSError as err:
         raise DatasetError(f"{path}: not a readable image ({err}); re-download or re-extract it.") from err
+
+
+def check_image_file(path: Path) -> None:
+    """`data.verify=quick`'s check of one image: the file is complete and its header opens."""
+    _header_size(Path(path))
 
 
 def _check_quick(sample: dataio.Sample) -> None:
@@ -171,12 +185,13 @@ def verify_split(dataset: SegDataset, split: str, mode: str, cache_dir: Path | N
     return report
 
 
-def bad_files_error(report: VerifyReport) -> DatasetError:
-    """The error that stops a run on bad files: each named (the first few), and the ways out."""
+def bad_files_error(report: VerifyReport, task: str = "training") -> DatasetError:
+    """The error that stops a run (`task`: training, evaluating, predicting) on bad files: each named
+    (the first few), and the ways out."""
     listed = "\n  ".join(report.bad[:_SHOWN])
     more = f"\n  ... and {len(report.bad) - _SHOWN} more" if len(report.bad) > _SHOWN else ""
     return DatasetError(
-        f"{len(report.bad)} of {report.total} {report.split} samples failed the check before training "
+        f"{len(report.bad)} of {report.total} {report.split} samples failed the check before {task} "
         f"(data.verify={report.mode}):\n  {listed}{more}\nRepair or remove these files, or set data.skip_bad=true "
         f"to leave them out of the split (data.verify=off skips this check)."
     )

@@ -13,6 +13,22 @@ from torch import nn
 from segsuite.manifest import RunManifest
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+# the packages a format needs beyond torch, and the extra of segsuite that installs them
+NEEDS = {"onnx": (("onnx", "onnxruntime"), "export")}
+
+
+def require_packages(fmt: str) -> None:
+    """Fail, naming what to install, when a package that writing or checking `fmt` needs is missing."""
+    packages, extra = NEEDS.get(fmt, ((), ""))
+    missing = []
+    for package in packages:
+        try:
+            __import__(package)
+        except ImportError:
+            missing.append(package)
+    if missing:
+        raise ModuleNotFoundError(f"format={fmt} needs {' and '.join(missing)}, missing here; install with "
+                                  f"pip install 'segsuite[{extra}]' (or format=torchscript, which needs torch only)")
 
 
 def metadata(manifest: RunManifest) -> dict[str, str]:

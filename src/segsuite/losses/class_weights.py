@@ -24,7 +24,10 @@ def class_pixel_counts(dataset: Any, num_classes: int, ignore_index: int = 255) 
     counts = np.zeros(num_classes, dtype=np.int64)
     image_pixels = np.zeros(num_classes, dtype=np.int64)
     for i in tqdm(range(len(dataset)), desc="class frequencies", unit="img"):
-        mask = np.asarray(dataset[i]["mask"])
+        item = dataset[i]
+        if "skipped" in item:  # a bad sample left out (data.skip_bad); the run names it
+            continue
+        mask = np.asarray(item["mask"])
         labels = mask[mask != ignore_index]
         if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
             raise ValueError(

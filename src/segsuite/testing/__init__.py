@@ -1,1 +1,2 @@
-"""Miniature dataset trees in the official layouts and encodings, for the tests and the benchmark."""
+"""Helpers for the tests and the benchmark: miniature dataset trees in the official layouts and encodings
+(`dataset_trees`), and runs made to go wrong on purpose (`drills`)."""

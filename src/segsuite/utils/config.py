@@ -47,5 +47,6 @@ def print_config_tree(
 
 def save_resolved(cfg: DictConfig, path: Path) -> None:
     """Write the fully resolved config as YAML."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    from segsuite.utils.safe_io import atomic_write_text  # (torch is imported only where a config is saved)
+
+    atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))

@@ -8,11 +8,17 @@ from pathlib import Path
 
 from hydra.errors import InstantiationException
 
+from segsuite.utils.run_lock import RUN_LOCK_FILE
+from segsuite.utils.safe_io import DiskFullError, atomic_write_text
+from segsuite.utils.signals import RunStopped
+
 FAILURE_FILE = "FAILED"
 # What a run writes before it trains; a directory holding only these records no work.
 _BOOKKEEPING = {".hydra", "train.log", "config.yaml", "config_tree.log", "run_facts.json", "csv", "tensorboard",
-                "wandb"}
-_PLAIN = (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
+                "wandb", "evaluate.log", "predict.log", "export.log",  # the last three: the other entry points' logs
+                RUN_LOCK_FILE}
+_PLAIN = (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
+          ImportError, DiskFullError, RunStopped)
 
 
 def describe_error(err: BaseException) -> str:
@@ -39,8 +45,11 @@ def report_failure(err: BaseException, run_dir: Path, trace: str) -> None:
     if isinstance(err, FileExistsError):  # refused to write into another run's directory: leave it untouched
         where = "set HYDRA_FULL_ERROR=1 for the traceback"
     elif holds_work(run_dir):
-        (run_dir / FAILURE_FILE).write_text(trace)
-        where = f"traceback in {run_dir / FAILURE_FILE}"
+        try:
+            atomic_write_text(run_dir / FAILURE_FILE, trace)
+            where = f"traceback in {run_dir / FAILURE_FILE}"
+        except OSError as write_err:  # e.g. the disk that failed the run is still full
+            where = f"could not write {run_dir / FAILURE_FILE}: {describe_error(write_err)}"
     else:
         shutil.rmtree(run_dir, ignore_errors=True)
         where = "set HYDRA_FULL_ERROR=1 for the traceback"

@@ -43,7 +43,7 @@ class ADE20K(ImageMaskDataset):
         mask_dir = dataio.require_dir(root / "annotations" / folder, "ADE20K", ADE20K_TREE, ADE20K_DOWNLOAD)
         self.split = split
         self.samples = dataio.pair_files(dataio.index_files(image_dir, ".jpg"), dataio.index_files(mask_dir, ".png"),
-                                         "ADE20K", self.skip_bad)
+                                         "ADE20K", self.skip_bad, left_out=self.left_out)
         self.lut = dataio.build_lut({0: IGNORE_INDEX} | {k: k - 1 for k in range(1, NUM_CLASSES + 1)})
 
     def read_mask(self, path: Path) -> np.ndarray:

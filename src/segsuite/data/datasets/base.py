@@ -3,7 +3,8 @@
 Subclasses implement `__len__` and `load(index) -> (image uint8 [H,W,3] RGB, mask int64 [H,W]
 in train ids, name)` and set `classes` and `palette`. The base class validates labels, applies
 the (albumentations) transform with a per-sample seed, converts to tensors, and implements
-`skip_bad`.
+`skip_bad`: a bad sample's item is `{"name": name, "skipped": message}` (no image, no mask), which
+`segsuite.data.datamodule.collate` drops from its batch and reports; no other sample takes its place.
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ class SegDataset(Dataset):
     Args:
         transform: albumentations-style callable `transform(image=, mask=) -> dict`, producing a
             float32 normalised HWC image; `None` returns raw uint8 image and int64 mask arrays.
-        skip_bad: warn once per bad file and substitute the next good sample instead of raising.
+        skip_bad: a bad sample gives `{"name", "skipped": message naming the file}` instead of raising
+            (warned once per file and process); `collate` drops it and reports it. Files left out
+            when the split was listed (an image without its mask) are named in `left_out`.
         target_fn: optional callable `mask (np.int64 [H,W]) -> dict[str, np.ndarray]` of extra
             per-pixel targets (e.g. distance maps a loss asks for), computed in the worker.
         uint8_output: return the transform's image as it comes (uint8 when the pipeline does not
@@ -97,7 +100,8 @@ class SegDataset(Dataset):
         self.uint8_output = uint8_output
         self.skip_bad = skip_bad
         self.target_fn = target_fn
-        self.bad_items: set[int] = set()
+        self.bad_items: set[int] = set()  # warned about in this process
+        self.left_out: list[str] = []     # files left out of the split when it was listed (skip_bad)
 
     @property
     def num_classes(self) -> int:
@@ -117,26 +121,36 @@ class SegDataset(Dataset):
         check_mask(mask, self.num_classes, name, self.ignore_index)
         return image, mask, name
 
-    def load_checked(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
-        """`load` plus size and label checks; honours `skip_bad`."""
-        n = len(self)
-        for attempt in range(n):
-            i = (index + attempt) % n
-            if i in self.bad_items:
-                continue
-            try:
-                return self.load_valid(i)
-            except DatasetError as err:
-                if not self.skip_bad:
-                    raise
-                self.bad_items.add(i)
-                warnings.warn(f"skipping bad sample ({len(self.bad_items)} so far): {err}", stacklevel=2)
-                log.warning("skipping bad sample (%d so far): %s", len(self.bad_items), err)
-        raise DatasetError(f"{type(self).__name__}: every sample is bad; nothing to load.")
+    def load_checked(self, index: int) -> tuple[np.ndarray, np.ndarray, str] | str:
+        """`load_valid`; with `skip_bad`, a bad sample gives the message naming its file instead
+        (warned once per file in this process) and never another sample in its place."""
+        try:
+            return self.load_valid(index)
+        except DatasetError as err:
+            if not self.skip_bad:
+                raise
+            message = self._naming(index, str(err))
+            if index not in self.bad_items:
+                self.bad_items.add(index)
+                warnings.warn(f"skipping bad sample: {message}", stacklevel=2)
+                log.warning("skipping bad sample: %s", message)
+            return message
+
+    def _naming(self, index: int, message: str) -> str:
+        """`message`, prefixed with the sample's files unless it names one already."""
+        sample = getattr(self, "samples", None)
+        sample = sample[index] if sample is not None else None
+        if sample is None or str(sample.image) in message or str(sample.mask) in message:
+            return message
+        return f"{sample.mask} (image {sample.image}): {message}"
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, seed = key if isinstance(key, tuple) else (key, None)
-        image, mask, name = self.load_checked(index)
+        loaded = self.load_checked(index)
+        if isinstance(loaded, str):  # skip_bad: collate drops it and reports the message
+            samples = getattr(self, "samples", None)
+            return {"name": samples[index].name if samples is not None else str(index), "skipped": loaded}
+        image, mask, name = loaded
         if self.transform is None:
             return {"image": image, "mask": mask, "name": name}
         if seed is not None:

@@ -42,7 +42,8 @@ class CamVid(ImageMaskDataset):
         mask_dir = dataio.require_dir(root / f"{split}annot", "CamVid", CAMVID_TREE, CAMVID_DOWNLOAD)
         self.split = split
         self.samples = dataio.pair_files(dataio.index_files(image_dir, ".png"),
-                                         dataio.index_files(mask_dir, ".png"), "CamVid", self.skip_bad)
+                                         dataio.index_files(mask_dir, ".png"), "CamVid", self.skip_bad,
+                                         left_out=self.left_out)
         mapping = {k: k for k in range(NUM_CLASSES)} | {VOID: IGNORE_INDEX, IGNORE_INDEX: IGNORE_INDEX}
         self.lut = dataio.build_lut(mapping)
 

@@ -63,7 +63,7 @@ class Cityscapes(ImageMaskDataset):
         label_dir = dataio.require_dir(root / annotation / split, where, CITYSCAPES_TREE, CITYSCAPES_DOWNLOAD)
         images = dataio.index_files(image_dir, "_leftImg8bit.png", recursive=True)
         labels = dataio.index_files(label_dir, f"_{annotation}_labelIds.png", recursive=True)
-        samples = dataio.pair_files(images, labels, where, self.skip_bad)
+        samples = dataio.pair_files(images, labels, where, self.skip_bad, left_out=self.left_out)
         return [dataio.Sample(s.image, s.mask, Path(s.name).name) for s in samples]
 
     def read_mask(self, path: Path) -> np.ndarray:

@@ -82,7 +82,7 @@ class CocoStuff164k(_CocoStuff):
         mask_dir = dataio.require_dir(root / "annotations" / folder, *args)
         self.split = folder
         self.samples = dataio.pair_files(dataio.index_files(image_dir, ".jpg"), dataio.index_files(mask_dir, ".png"),
-                                         "COCO-Stuff 164k", self.skip_bad)
+                                         "COCO-Stuff 164k", self.skip_bad, left_out=self.left_out)
         self.lut = coco_lut(self.coco_ids, raw_of_id=-1, raw_unlabeled=255)
 
     def read_mask(self, path: Path) -> np.ndarray:
@@ -109,7 +109,8 @@ class CocoStuff10k(_CocoStuff):
         mask_dir = dataio.require_dir(root / "annotations", *args)
         self.split = split
         self.samples = dataio.pair_files(dataio.index_files(image_dir, ".jpg"), dataio.index_files(mask_dir, ".mat"),
-                                         "COCO-Stuff 10k", self.skip_bad, names=dataio.read_id_list(list_file))
+                                         "COCO-Stuff 10k", self.skip_bad, names=dataio.read_id_list(list_file),
+                                         left_out=self.left_out)
         self.lut = coco_lut(self.coco_ids, raw_of_id=0, raw_unlabeled=0)
 
     def read_mask(self, path: Path) -> np.ndarray:

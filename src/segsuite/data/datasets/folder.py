@@ -129,7 +129,7 @@ class FolderDataset(ImageMaskDataset):
         masks = dataio.index_files(mask_dir, mask_suffix, recursive)
         if not images:
             raise DatasetError(f"folder: no '*{image_suffix}' images in {image_dir}; check image_suffix.")
-        self.samples = dataio.pair_files(images, masks, "folder", self.skip_bad)
+        self.samples = dataio.pair_files(images, masks, "folder", self.skip_bad, left_out=self.left_out)
         self.lut = dataio.build_lut({**{k: k for k in range(len(self.classes))}, IGNORE_INDEX: IGNORE_INDEX})
 
     def read_mask(self, path: Path) -> np.ndarray:

@@ -48,7 +48,8 @@ class VOCSegmentation(ImageMaskDataset):
         label_dir = dataio.require_dir(root / mask_dir, "VOC", VOC_TREE, VOC_DOWNLOAD)
         self.split = split
         self.samples = dataio.pair_files(dataio.index_files(image_dir, ".jpg"), dataio.index_files(label_dir, ".png"),
-                                         "VOC", self.skip_bad, names=dataio.read_id_list(list_file))
+                                         "VOC", self.skip_bad, names=dataio.read_id_list(list_file),
+                                         left_out=self.left_out)
         self.lut = dataio.build_lut({k: k for k in range(NUM_CLASSES)} | {IGNORE_INDEX: IGNORE_INDEX})
 
     def read_mask(self, path: Path) -> np.ndarray:

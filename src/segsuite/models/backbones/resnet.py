@@ -173,7 +173,8 @@ class ResNet(Backbone):
         norm_eval: keep every BatchNorm in eval mode (running statistics frozen, affine trained).
         frozen_bn: freeze every BatchNorm completely (statistics and affine), like torchvision's
             FrozenBatchNorm2d but with BatchNorm2d's state-dict keys.
-        pretrained: null, or a local path / URL of a torchvision ResNet checkpoint of this depth.
+        pretrained: null, or a local path / URL of a torchvision ResNet checkpoint of this depth, or
+            a torchvision weight name (`imagenet`, `IMAGENET1K_V2`, ...; `conf/pretrained/torchvision.yaml`).
 
     Attributes (the `Backbone` description):
         channels: output channels of the four stages.
@@ -239,7 +240,7 @@ class ResNet(Backbone):
 
         self._init_weights()
         if pretrained:
-            load_pretrained(self, pretrained, exclude_prefixes=("fc.",))
+            load_pretrained(self, pretrained, exclude_prefixes=("fc.",), arch=f"resnet{depth}")
         if in_channels != 3:
             self._set_in_channels(in_channels)
         self._freeze()

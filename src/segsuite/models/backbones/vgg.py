@@ -46,7 +46,8 @@ class VGG(Backbone):
         in_channels: input channels; a pretrained first conv needs 3.
         fully_conv: also build fc6/fc7 as 7x7 / 1x1 convolutions (`classifier.0` / `classifier.3`).
         fc_dropout: dropout after fc6 and fc7 (VGG and FCN: 0.5); only with `fully_conv`.
-        pretrained: null, or a local path / URL of a torchvision-format checkpoint.
+        pretrained: null, a local path / URL of a torchvision-format checkpoint, or a torchvision
+            weight name (`imagenet`; `conf/pretrained/torchvision.yaml`).
         frozen_stages: number of leading stages (0-5) whose parameters are frozen; frozen
             BatchNorm layers also stay in eval mode.
 
@@ -192,9 +193,10 @@ def load_vgg_pretrained(model: VGG, path_or_url: str | os.PathLike) -> None:
     """Load a torchvision VGG checkpoint strictly (the 1000-way `classifier.6` excluded).
 
     Without `fully_conv` all of `classifier.` is excluded; with it, fc6/fc7 are converted to
-    convolutions and must be present.
+    convolutions and must be present. `path_or_url` may name torchvision's weights (`imagenet`).
     """
+    arch = "vgg16_bn" if model.batch_norm else "vgg16"
     if model.fully_conv:
-        load_pretrained(model, path_or_url, exclude_prefixes=("classifier.6.",), convert=_fc_to_conv)
+        load_pretrained(model, path_or_url, exclude_prefixes=("classifier.6.",), convert=_fc_to_conv, arch=arch)
     else:
-        load_pretrained(model, path_or_url, exclude_prefixes=("classifier.",))
+        load_pretrained(model, path_or_url, exclude_prefixes=("classifier.",), arch=arch)
