@@ -306,6 +306,7 @@ def _bf_values(summary: dict, split: str) -> dict:
     return {k: v for k, v in summary.items() if k == f"{split}/mBF" or k.startswith(f"{split}/BF/")}
 
 
+@pytest.mark.slow  # a training run and an evaluate subprocess, ~17 s
 def test_training_logs_bf_and_evaluate_prints_bf_equal_to_the_independent_count(trained, tmp_path):
     import csv
     import json

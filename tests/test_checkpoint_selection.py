@@ -114,6 +114,7 @@ def test_best_epoch_survives_several_resumes_and_epochs_without_validation(tmp_p
     assert metrics(runs[3])["test/mIoU"] == pytest.approx(metrics(out)["test/mIoU"], abs=1e-6)
 
 
+@pytest.mark.slow  # four short runs, ~30 s
 def test_without_validation_last_ckpt_is_written_every_epoch_selected_and_tested(tmp_path):
     """An empty val split fails naming the override that trains without validation; that override, as
     printed, trains: last.ckpt after every epoch (a resume continues from it), named as the selection

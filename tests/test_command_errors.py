@@ -44,7 +44,8 @@ def assert_one_voice(proc: subprocess.CompletedProcess, work: Path, *expected: s
     assert runs == [], f"stub run folders left: {runs}"
 
 
-@pytest.mark.parametrize("command", ["evaluate", "predict", "export"])
+@pytest.mark.parametrize("command", ["evaluate", pytest.param("predict", marks=pytest.mark.slow),
+                                     pytest.param("export", marks=pytest.mark.slow)])
 def test_a_cut_checkpoint_is_one_line(command, checkpoints, tmp_path):
     image = tmp_path / "street.png"
     Image.fromarray(np.zeros((24, 32, 3), dtype=np.uint8)).save(image)
@@ -79,7 +80,7 @@ def test_export_without_onnx_names_the_extra(checkpoints, tmp_path):
     assert_one_voice(proc, tmp_path, "format=onnx needs onnx", "pip install 'segsuite[export]'", "format=torchscript")
 
 
-@pytest.mark.parametrize("root", ["missing", "empty"])
+@pytest.mark.parametrize("root", ["missing", pytest.param("empty", marks=pytest.mark.slow)])
 def test_reproduce_without_its_dataset_is_one_message(root, tmp_path):
     (tmp_path / "empty").mkdir()
     work = tmp_path / "outputs" / "reproduce" / "w"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -29,3 +30,23 @@ def test_table_rows_hold_the_runs_test_scores(tmp_path):
             best = max(float(r["val/mIoU"]) for r in csv.DictReader(fh) if r.get("val/mIoU"))
         assert row[3].strip().startswith(f"{100 * best:.1f} (")
     assert (out / "curves.png").stat().st_size > 1000
+
+    # boundary scores from an evaluation directory (one per run, '-' for none): an mBF column and a BF table
+    names = [key.split("/", 2)[2] for key in metrics(runs[0]) if key.startswith("test/IoU/")]
+    evaluation = tmp_path / "eval"
+    evaluation.mkdir()
+    bf = {f"test/BF/{name}": (i + 1) / (len(names) + 2) for i, name in enumerate(names)}
+    (evaluation / "metrics.json").write_text(json.dumps({"test/mBF": 0.4321, **bf}))
+    subprocess.run([sys.executable, str(SCRIPT), *map(str, runs), "--evaluations", str(evaluation), "-",
+                    "--out", str(out)], check=True, capture_output=True, text=True)
+    lines = (out / "table.md").read_text().splitlines()
+    head = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    column = head.index("test mBF")
+    first, second = ([cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:4])
+    assert (first[column], second[column]) == ("43.2", "–")
+    bf_head = next(line for line in lines[4:] if line.startswith("| network | BF "))
+    order = [cell.strip().removeprefix("BF ") for cell in bf_head.strip("|").split("|")][1:]
+    assert sorted(order) == sorted(names)
+    bf_row = lines[lines.index(bf_head) + 2]
+    assert [cell.strip() for cell in bf_row.strip("|").split("|")][1:] == [f"{100 * bf[f'test/BF/{n}']:.1f}"
+                                                                         for n in order]

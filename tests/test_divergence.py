@@ -207,7 +207,8 @@ def test_optuna_sweep_records_the_diverging_trial_as_failed_and_its_best_is_a_fi
     lrs = [1e-3, 2e-3, 3e-3, 1e6]
     proc = run_module("train", ["-m", *TINY, "trainer.max_epochs=2", "test=false", f"hydra.sweep.dir={sweep}",
                                 "hparams_search=optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.seed=4",
-                                f"optimizer.lr=choice({','.join(map(str, lrs))})", "loss=ce"], cwd=tmp_path)
+                                f"optimizer.lr=choice({','.join(map(str, lrs))})", "loss=ce",
+                                f"hydra.sweeper.storage=sqlite:///{tmp_path / 'study.db'}"], cwd=tmp_path)
     jobs = {_lr_of(job): job for job in sweep.iterdir() if job.name.isdigit()}
     assert sorted(jobs) == lrs, "the sampler no longer draws each learning rate once: pick another seed"
     diverged = jobs.pop(1e6)
@@ -222,6 +223,12 @@ def test_optuna_sweep_records_the_diverging_trial_as_failed_and_its_best_is_a_fi
     assert math.isclose(results["best_value"], scores[best_lr], rel_tol=1e-9)
     assert math.isclose(results["best_params"]["optimizer.lr"], best_lr)
     assert not nonfinite_in(jobs[best_lr] / "checkpoints" / "best.ckpt")
+    import optuna  # the study as Optuna stored it: one failed trial, three complete ones with their scores
+    study = optuna.load_study(study_name="segsuite", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    states = sorted(trial.state.name for trial in study.trials)
+    assert states == ["COMPLETE", "COMPLETE", "COMPLETE", "FAIL"]
+    assert sorted(t.value for t in study.trials if t.state.name == "COMPLETE") == pytest.approx(sorted(scores.values()))
+    assert study.best_value == pytest.approx(scores[best_lr])
 
 
 def _lr_of(job: Path) -> float:

@@ -337,6 +337,28 @@ def test_bad_input_gets_one_short_message(tmp_path, finished_run, case):
         assert not run.exists()
 
 
+def test_a_checkpoint_of_another_model_is_named_the_same_way_everywhere():
+    """Starting from weights (`init_from`) and rebuilding a stored model refuse another architecture or
+    class count with the message resuming gives (one check, `segsuite.checkpoint.check_same_model`)."""
+    from omegaconf import OmegaConf
+
+    from segsuite.checkpoint import build_net, load_net_weights
+    from segsuite.manifest import MANIFEST_KEY, RunManifest
+
+    stored = {"_target_": "segsuite.models.unet.UNet", "num_classes": 6, "base_channels": 4, "depth": 2}
+    manifest = RunManifest(config={"model": stored}, class_names=[str(i) for i in range(6)], palette=[[0, 0, 0]] * 6,
+                           mean=[0.0] * 3, std=[1.0] * 3, num_classes=6, ignore_index=255)
+    ckpt = {MANIFEST_KEY: manifest.to_dict(), "state_dict": {}}
+    other = OmegaConf.create({**stored, "num_classes": 3})
+    with pytest.raises(ValueError, match=r"^init_from=x\.ckpt holds segsuite\.models\.unet\.UNet with 6 classes, but "
+                                         r"the run builds segsuite\.models\.unet\.UNet with 3 classes; start from a "
+                                         r"checkpoint of the same model and dataset$"):
+        load_net_weights(torch.nn.Identity(), ckpt, other, "init_from=x.ckpt")
+    with pytest.raises(ValueError, match=r"^checkpoint holds segsuite\.models\.unet\.UNet with 6 classes, but the "
+                                         r"requested model is segsuite\.models\.fcn\.FCN with 6 classes$"):
+        build_net(ckpt, OmegaConf.create({**stored, "_target_": "segsuite.models.fcn.FCN"}))
+
+
 def test_final_table_is_the_best_epoch_and_run_facts_hold_the_documented_keys(finished):
     run, stdout = finished
     rows = val_rows(run)
@@ -378,7 +400,8 @@ def assert_same_state(a: dict, b: dict) -> None:
 
 
 @pytest.mark.parametrize("kind, workers, where, code, stopped_at, says", [
-    ("crash", 0, "start", 1, 6, "failed"),
+    # a crash before the step's forward pass (the backward case below covers a crash too, in the fast suite)
+    pytest.param("crash", 0, "start", 1, 6, "failed", marks=pytest.mark.slow),
     ("interrupt", 1, "start", 130, 6, "interrupted"),
     # after the forward pass: BatchNorm already counted the batch the crash stopped
     ("crash", 0, "backward", 1, 6, "failed"),
@@ -408,7 +431,8 @@ def test_resume_from_a_crash_mid_epoch_equals_the_uninterrupted_run(tmp_path, ki
     assert facts["resumed_from"]["ckpt_path"] == str(ckpt) and facts["resumed_from"]["global_step"] == stopped_at
 
 
-@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1"])
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM", pytest.param("SIGHUP", marks=pytest.mark.slow),
+                                  pytest.param("SIGUSR1", marks=pytest.mark.slow)])
 def test_every_stop_signal_leaves_a_checkpoint_the_resume_command_failed_and_a_nonzero_exit(tmp_path, name):
     """A signal to the training process (Ctrl-C, a scheduler's preemption or kill, a closed terminal) is a
     failure: the step it came in ends, `interrupted.ckpt` holds the state after it, and exit 128 + signal."""
@@ -421,6 +445,7 @@ def test_every_stop_signal_leaves_a_checkpoint_the_resume_command_failed_and_a_n
     assert (run / "FAILED").is_file() and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # a crashed run and a refused resume, ~16 s
 def test_a_mid_epoch_checkpoint_is_not_resumed_with_another_batch_size(tmp_path):
     """Resuming at batch 3 of 4 with half the batch size would start the epoch's rest at sample 4, not 8."""
     broken = tmp_path / "broken"

@@ -116,6 +116,7 @@ def reproduce(zoo: Path, data: Path, tmp_path: Path, check: bool = True):
                                     str(tmp_path / "work"), "num_workers=0"], cwd=tmp_path, check=check)
 
 
+@pytest.mark.slow  # an entry without a data fingerprint (the fast suite checks one with it)
 def test_reproduce_passes_inside_the_band(tiny_zoo, tmp_path):
     proc = reproduce(*tiny_zoo, tmp_path)
     assert "every banded metric is inside its band" in proc.stdout
@@ -170,7 +171,7 @@ def test_reproduce_checks_the_data_first_and_passes_on_the_entrys_data(tiny_zoo,
     assert "every banded metric is inside its band" in proc.stdout
 
 
-@pytest.mark.parametrize("listing", [True, False], ids=["named", "counted"])
+@pytest.mark.parametrize("listing", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["named", "counted"])
 def test_reproduce_refuses_data_with_an_image_missing(tiny_zoo, tmp_path, listing):
     zoo = entry_with_data(*tiny_zoo, tmp_path / "zoo", listing=listing)
     data = tmp_path / "CamVid"
