@@ -61,6 +61,17 @@ def scores_from_confusion(confmat: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
+def labels_for(preds: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """`preds` as a label map of `target`'s shape: class scores `[N, C, H, W]` are argmaxed; shapes checked."""
+    if preds.ndim == target.ndim + 1:
+        if preds.shape[1] != num_classes:
+            raise ValueError(f"scores have {preds.shape[1]} channels but the metric has {num_classes} classes")
+        preds = scores_to_labels(preds)
+    if preds.shape != target.shape:
+        raise ValueError(f"prediction shape {tuple(preds.shape)} does not match target shape {tuple(target.shape)}")
+    return preds
+
+
 class SegmentationMetrics(Metric):
     """Pixel accuracy, mean accuracy, mIoU, FWIoU and per-class IoU from one confusion matrix.
 
@@ -81,12 +92,7 @@ class SegmentationMetrics(Metric):
         self.add_state("confmat", default=torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        if preds.ndim == target.ndim + 1:
-            if preds.shape[1] != self.num_classes:
-                raise ValueError(f"scores have {preds.shape[1]} channels but the metric has {self.num_classes} classes")
-            preds = scores_to_labels(preds)
-        if preds.shape != target.shape:
-            raise ValueError(f"prediction shape {tuple(preds.shape)} does not match target shape {tuple(target.shape)}")
+        preds = labels_for(preds, target, self.num_classes)
         self.confmat += confusion_matrix(preds.long(), target.long(), self.num_classes, self.ignore_index)
 
     def compute(self) -> dict[str, float | torch.Tensor]:
@@ -232,12 +238,7 @@ class BoundaryF1(Metric):
         self._add_empty_counts()
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        if preds.ndim == target.ndim + 1:
-            if preds.shape[1] != self.num_classes:
-                raise ValueError(f"scores have {preds.shape[1]} channels but the metric has {self.num_classes} classes")
-            preds = scores_to_labels(preds)
-        if preds.shape != target.shape:
-            raise ValueError(f"prediction shape {tuple(preds.shape)} does not match target shape {tuple(target.shape)}")
+        preds = labels_for(preds, target, self.num_classes)
         self.counts.append(boundary_counts(preds, target, self.num_classes, self.ignore_index, self.tolerance))
 
     def compute(self) -> dict[str, float | torch.Tensor]:

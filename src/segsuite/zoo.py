@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from segsuite.utils.download import sha256_of
 from segsuite.utils.paths import config_dir
 
 REQUIRED_KEYS = ("experiment", "dataset", "split", "resolution", "metrics", "per_class", "bands", "command",
@@ -72,15 +73,6 @@ def load_entry(name: str, directory: Path | None = None) -> ZooEntry:
     if missing:
         raise ValueError(f"{path}: zoo entry lacks {', '.join(missing)}")
     return ZooEntry(name, record, directory / str(record.get("checkpoint", f"{name}.ckpt")))
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_checkpoint(entry: ZooEntry, path: Path | None = None) -> None:
