@@ -3,6 +3,7 @@ validation."""
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from segsuite.train import train
-from segsuite.utils.runtime import set_malloc_tuning, set_matmul_precision, set_torch_threads
+from segsuite.utils.runtime import quiet_lightning_tips, set_malloc_tuning, set_matmul_precision, set_torch_threads
 from test_configs import TINY_INPROCESS
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -131,3 +132,23 @@ def test_train_applies_malloc_tuning(compose_cfg, tmp_path, monkeypatch):
 def test_bad_malloc_tuning_values_are_refused_with_the_key_name(bad):
     with pytest.raises(ValueError, match="malloc_tuning"):
         set_malloc_tuning(bad)
+
+
+def test_lightning_tips_are_dropped_and_its_other_messages_kept():
+    """Lightning's `💡 Tip: ... litlogger` lines leave the log once a run applies its settings
+    (a whole run's output: tests/test_train.py)."""
+    from pytorch_lightning.utilities.rank_zero import rank_zero_info
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append
+    logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    logger.addHandler(handler)
+    try:
+        quiet_lightning_tips()
+        quiet_lightning_tips()  # idempotent
+        rank_zero_info("💡 Tip: For seamless cloud logging and experiment tracking, try installing litlogger")
+        rank_zero_info("GPU available: False, used: False")
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == ["GPU available: False, used: False"]

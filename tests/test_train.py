@@ -15,6 +15,8 @@ def test_default_train_writes_run_dir_checkpoints_and_metrics(tmp_path):
     run = tmp_path / "run"
     proc = train(run)
     assert "run directory:" in proc.stdout and "Validation metrics of the best epoch" in proc.stdout
+    tips = [line for line in (proc.stdout + proc.stderr).splitlines() if "💡" in line or "Tip:" in line]
+    assert not tips, tips  # Lightning's advertising is filtered out (segsuite.utils.runtime.quiet_lightning_tips)
     assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     assert (run / "config.yaml").is_file()
     m = metrics(run)

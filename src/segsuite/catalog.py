@@ -4,6 +4,8 @@ A config may start from another one of its group through a `defaults:` list (`un
 at a narrower width; `cocostuff164k` is `cocostuff10k` with other files and splits); `group_config`
 resolves that list, so scripts and tests that build an object from its yaml outside a Hydra run
 get what `<group>=<name>` gives. What exists is what `conf/` holds: `config_names` lists it.
+A config group is a folder a command's defaults list names (`command_groups`): `conf/zoo` and
+`conf/pretrained` hold data read by code, and are no groups.
 
 The catalog also answers what scripts and tests ask about each entry, from its config and from facts
 declared on the class it builds, never from a list kept here: which model configs are architectures
@@ -71,6 +73,34 @@ def _compose(group: str, name: str, folder: Path, seen: tuple[str, ...]) -> Dict
         else:
             raise ValueError(f"{path}: defaults entry {entry!r} is not the name of a {group} config in {folder}")
     return merged
+
+
+# -- the commands and the groups they compose ------------------------------------------------------
+def commands(conf_dir: str | Path | None = None) -> list[str]:
+    """The primary configs, one per Hydra entry point (`conf/train.yaml` -> `segsuite.train`), sorted."""
+    return sorted(p.stem for p in Path(conf_dir or config_dir()).glob("*.yaml"))
+
+
+def command_groups(command: str, conf_dir: str | Path | None = None) -> dict[str, str | None]:
+    """The config groups `segsuite.<command>` composes, in its defaults-list order, each with its default
+    option (None for a `<group>: null` overlay such as `experiment`); Hydra's own `hydra` group left out.
+
+    A folder of `conf/` that no command's defaults list names is data read by code, not a group
+    (`conf/zoo`: the model zoo's entries; `conf/pretrained`: weight names and URLs).
+    """
+    primary = OmegaConf.load(Path(conf_dir or config_dir()) / f"{command}.yaml")
+    groups: dict[str, str | None] = {}
+    for entry in primary.get("defaults", []):
+        if isinstance(entry, DictConfig):
+            for group, option in entry.items():
+                if not str(group).startswith(("hydra", "override ")):
+                    groups[str(group)] = None if option is None else str(option)
+    return groups
+
+
+def config_groups(conf_dir: str | Path | None = None) -> list[str]:
+    """Every config group some command composes (`command_groups`), sorted."""
+    return sorted({group for command in commands(conf_dir) for group in command_groups(command, conf_dir)})
 
 
 # the model group, by the names the scripts and tests use

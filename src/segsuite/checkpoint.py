@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,25 @@ def check_num_classes(ckpt: dict[str, Any], num_classes: int, source: str) -> No
         )
 
 
+def check_same_model(stored: Mapping[str, Any], model: Mapping[str, Any], source: str,
+                     builds: str = "the run builds", hint: str = "") -> None:
+    """Raise unless `model` (a model config) is the architecture and class count of `stored` (the model
+    config of the checkpoint `source` names): "<source> holds <A> with <n> classes, but <builds> <B> with
+    <m> classes; <hint>". Resuming, starting from weights and rebuilding a stored model all ask it."""
+    if stored.get("_target_") == model.get("_target_") and _class_count(stored) == _class_count(model):
+        return
+    raise ValueError(f"{source} holds {stored.get('_target_')} with {stored.get('num_classes')} classes, but {builds} "
+                     f"{model.get('_target_')} with {model.get('num_classes')} classes" + (f"; {hint}" if hint else ""))
+
+
+def _class_count(model: Mapping[str, Any]) -> Any:
+    value = model.get("num_classes")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return value
+
+
 def run_config(ckpt: dict[str, Any]) -> DictConfig:
     """The resolved training config stored in the checkpoint."""
     return OmegaConf.create(RunManifest.from_checkpoint(ckpt).config)
@@ -85,13 +105,8 @@ def load_net_weights(net: nn.Module, ckpt: dict[str, Any], model_cfg: DictConfig
 
     A checkpoint of another architecture or class count fails naming both and `source`.
     """
-    stored = RunManifest.from_checkpoint(ckpt).config["model"]
-    if (stored.get("_target_") != model_cfg.get("_target_")
-            or int(stored.get("num_classes")) != int(model_cfg.get("num_classes"))):
-        raise ValueError(
-            f"{source} holds {describe(ckpt)}, but the run builds {model_cfg.get('_target_')} with "
-            f"{model_cfg.get('num_classes')} classes; start from a checkpoint of the same model and dataset"
-        )
+    check_same_model(RunManifest.from_checkpoint(ckpt).config["model"], model_cfg, source,
+                     hint="start from a checkpoint of the same model and dataset")
     _load_net_state(net, ckpt, f"{source}: its weights do not fit the configured model")
 
 
@@ -102,11 +117,7 @@ def build_net(ckpt: dict[str, Any], model_cfg: DictConfig | None = None) -> nn.M
     """
     stored = OmegaConf.create(RunManifest.from_checkpoint(ckpt).config["model"])
     cfg = model_cfg if model_cfg is not None else stored
-    if cfg.get("_target_") != stored.get("_target_") or cfg.get("num_classes") != stored.get("num_classes"):
-        raise ValueError(
-            f"checkpoint holds {stored.get('_target_')} with {stored.get('num_classes')} classes, but the "
-            f"requested model is {cfg.get('_target_')} with {cfg.get('num_classes')} classes"
-        )
+    check_same_model(stored, cfg, "checkpoint", builds="the requested model is")
     if isinstance(cfg.get("backbone"), DictConfig) and "pretrained" in cfg.backbone:
         cfg = OmegaConf.merge(cfg, {"backbone": {"pretrained": None}})   # no ImageNet download
     net = instantiate(cfg)

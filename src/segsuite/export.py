@@ -26,8 +26,10 @@ from segsuite.deploy.formats import FORMATS, export_onnx, export_torchscript, ex
 from segsuite.manifest import RunManifest
 from segsuite.utils.config import check_required
 from segsuite.utils.paths import config_dir
+from segsuite.utils.resolvers import register_resolvers
 from segsuite.utils.task_wrapper import run_task
 
+register_resolvers()  # the help's ${segsuite_help:...}
 log = logging.getLogger("segsuite.export")
 
 

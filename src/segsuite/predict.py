@@ -21,9 +21,11 @@ from segsuite.checkpoint import load_checkpoint
 from segsuite.prediction import Predictor, check_images, find_images, output_paths, predict_files
 from segsuite.utils.config import check_required
 from segsuite.utils.paths import config_dir
+from segsuite.utils.resolvers import register_resolvers
 from segsuite.utils.runtime import apply_runtime_settings
 from segsuite.utils.task_wrapper import run_task
 
+register_resolvers()  # the help's ${segsuite_help:...}
 log = logging.getLogger("segsuite.predict")
 
 

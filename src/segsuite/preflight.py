@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from segsuite.checkpoint import resolve_checkpoint_path
+from segsuite.checkpoint import check_same_model, resolve_checkpoint_path
 from segsuite.manifest import MANIFEST_KEY, upgrade_model_config
 
 # key -> (type, lower bound, what it is); None values are left to their defaults
@@ -80,14 +80,9 @@ def load_resume_checkpoint(path: str | Path, cfg: DictConfig) -> dict[str, Any]:
                          f"checkpoints/last.ckpt or interrupted.ckpt")
     stored = upgrade_model_config((ckpt.get(MANIFEST_KEY) or {}).get("config", {}).get("model", {}))
     model = cfg.model
-    if stored and (stored.get("_target_") != model.get("_target_")
-                   or stored.get("num_classes") != model.get("num_classes")):
-        raise ValueError(
-            f"{where} holds {stored.get('_target_')} with {stored.get('num_classes')} classes, but this run builds "
-            f"{model.get('_target_')} with {model.get('num_classes')} classes; resume with the run's own model= "
-            f"and dataset= (the resume command printed by the run has them)"
-        )
     if stored:
+        check_same_model(stored, model, where, builds="this run builds", hint="resume with the run's own model= and "
+                         "dataset= (the resume command printed by the run has them)")
         current = OmegaConf.to_container(model, resolve=True)
         stored, current = _without_pretrained(stored), _without_pretrained(current)
         differ = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))

@@ -145,9 +145,16 @@ def reproduce(name: str, data_root: str | None, retrain: bool, work: Path, extra
     return outside_band(measured, band)
 
 
+EXAMPLES = """Examples:
+  python -m segsuite.reproduce camvid_enet                           # the shipped checkpoint on your CamVid copy
+  python -m segsuite.reproduce camvid_enet --data-root /data/CamVid  # your copy elsewhere
+  python -m segsuite.reproduce camvid_enet --retrain trainer=gpu     # train the recipe again, then check it"""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m segsuite.reproduce", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m segsuite.reproduce", description=__doc__, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", help=f"zoo entry ({', '.join(available()) or 'none'})")
     parser.add_argument("--data-root", help="the dataset's folder (default: the recipe's, under $SEGSUITE_DATA_DIR)")
     parser.add_argument("--retrain", action="store_true", help="train the recipe first and check the new model")

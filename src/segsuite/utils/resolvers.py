@@ -19,11 +19,13 @@ def fastest_precision() -> str:
 
 
 def register_resolvers() -> None:
-    """Register `${fastest_precision:}` and `${is_terminal:}` (idempotent)."""
+    """Register `${fastest_precision:}`, `${is_terminal:}` and `${segsuite_help:...}` (idempotent)."""
     from segsuite.callbacks.progress import is_terminal
+    from segsuite.utils.help import help_section
 
     if not OmegaConf.has_resolver("fastest_precision"):
         OmegaConf.register_new_resolver("fastest_precision", fastest_precision)
     if not OmegaConf.has_resolver("is_terminal"):
         OmegaConf.register_new_resolver("is_terminal", is_terminal)
-
+    if not OmegaConf.has_resolver("segsuite_help"):
+        OmegaConf.register_new_resolver("segsuite_help", help_section)

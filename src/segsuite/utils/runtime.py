@@ -1,16 +1,35 @@
 """Process-wide compute settings from the config: the CPU thread count (`torch_threads`), the
 float32 matmul precision (`float32_matmul_precision`) and whether glibc's heap keeps freed
-memory (`malloc_tuning`)."""
+memory (`malloc_tuning`). Applying them also keeps Lightning's advertising tips out of the log."""
 
 from __future__ import annotations
 
 import ctypes
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 MATMUL_PRECISIONS = ("highest", "high", "medium")
+
+
+# Lightning advertises its cloud products at INFO level ("💡 Tip: ... litlogger / litmodels") through
+# the rank-zero loggers; no setting turns them off, so a filter on those loggers drops them.
+LIGHTNING_RANK_ZERO_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
+                               "lightning_utilities.core.rank_zero")
+
+
+def _not_a_tip(record: logging.LogRecord) -> bool:
+    return not str(record.msg).lstrip().startswith("💡")
+
+
+def quiet_lightning_tips() -> None:
+    """Drop Lightning's advertising lines (`💡 Tip: ...`) from the log; its other messages stay (idempotent)."""
+    for name in LIGHTNING_RANK_ZERO_LOGGERS:
+        logger = logging.getLogger(name)
+        if _not_a_tip not in logger.filters:
+            logger.addFilter(_not_a_tip)
 
 
 def set_torch_threads(threads: int | None) -> None:
@@ -73,8 +92,9 @@ def set_malloc_tuning(enabled: bool | None) -> bool:
 
 
 def apply_runtime_settings(cfg: Mapping[str, Any]) -> bool:
-    """Apply an entry point's `torch_threads`, `float32_matmul_precision` and `malloc_tuning`;
-    return whether the allocator settings took effect (see `set_malloc_tuning`)."""
+    """Apply an entry point's `torch_threads`, `float32_matmul_precision` and `malloc_tuning`, and quiet
+    Lightning's advertising tips; return whether the allocator settings took effect (see `set_malloc_tuning`)."""
+    quiet_lightning_tips()
     set_torch_threads(cfg.get("torch_threads"))
     set_matmul_precision(cfg.get("float32_matmul_precision"))
     return set_malloc_tuning(cfg.get("malloc_tuning"))

@@ -309,28 +309,3 @@ def resnet(name: str, **kwargs) -> ResNet:
     if name not in names:
         raise ValueError(f"unknown backbone {name!r}: expected one of {sorted(names, key=names.get)}")
     return ResNet(depth=names[name], **kwargs)
-
-
-def resnet18(**kwargs) -> ResNet:
-    """ResNet-18 (11,176,512 parameters without the classifier)."""
-    return ResNet(depth=18, **kwargs)
-
-
-def resnet34(**kwargs) -> ResNet:
-    """ResNet-34 (21,284,672 parameters without the classifier)."""
-    return ResNet(depth=34, **kwargs)
-
-
-def resnet50(**kwargs) -> ResNet:
-    """ResNet-50 (23,508,032 parameters without the classifier)."""
-    return ResNet(depth=50, **kwargs)
-
-
-def resnet101(**kwargs) -> ResNet:
-    """ResNet-101 (42,500,160 parameters without the classifier)."""
-    return ResNet(depth=101, **kwargs)
-
-
-def resnet152(**kwargs) -> ResNet:
-    """ResNet-152 (58,143,808 parameters without the classifier)."""
-    return ResNet(depth=152, **kwargs)
