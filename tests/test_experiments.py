@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from runs import assert_resume_equals_uninterrupted, metrics, train
 from segsuite import catalog
+from support.dataset_trees import tree_builder, tree_overrides
 
 EXPERIMENTS = catalog.config_names("experiment")
 
@@ -25,6 +26,7 @@ RECIPES = {
     "voc_aug_deeplabv3plus_r101": ("voc_aug", "DeepLabV3Plus", "resnet101", 16, 40000, 0.01),
     "camvid_segnet": ("camvid", "SegNet", None, 12, None, 0.1),
     "camvid_enet": ("camvid", "ENet", None, 5, None, 5e-4),
+    "camvid_enet_1h": ("camvid", "ENet", None, 5, None, 5e-4),
     "camvid_enet_cycle1": ("camvid", "ENet", None, 10, None, 5e-4),
     "camvid_enet_cycle2": ("camvid", "ENet", None, 10, None, 5e-4),
     "camvid_half": ("camvid", "ENet", None, 10, None, 5e-4),
@@ -96,10 +98,10 @@ def test_every_recipe_trains_a_step(compose_cfg, tmp_path, name):
     from segsuite.zoo import load_entry
 
     cfg = compose_cfg("train", [f"experiment={name}"])
-    root = catalog.tree_builder(cfg.dataset.name)(tmp_path / "data")
+    root = tree_builder(cfg.dataset.name)(tmp_path / "data")
     overrides = [f"experiment={name}", f"dataset.root={root}", f"paths.output_dir={tmp_path / 'run'}",
                  "dataset.crop_size=[64,64]", "data.batch_size=2", "data.val_batch_size=1", "data.num_workers=0",
-                 "debug=fdr", "print_config=false", "logger=csv", *catalog.tree_overrides(cfg.dataset.name),
+                 "debug=fdr", "print_config=false", "logger=csv", *tree_overrides(cfg.dataset.name),
                  "module.compile=false"]   # compiling in-process takes minutes; test_real_camvid.py runs it compiled
     if OmegaConf.is_dict(cfg.model.get("backbone")) and "pretrained" in cfg.model.backbone:
         overrides.append("model.backbone.pretrained=null")
