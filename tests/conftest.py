@@ -1,4 +1,7 @@
-"""Shared fixtures: composing the shipped configs."""
+"""Shared fixtures: composing the shipped configs; the test side on the path of subprocess runs.
+
+Test-side helpers live in `tests/support/` (`import support.dataset_trees`; pyproject.toml puts
+`tests/` on the path)."""
 
 from __future__ import annotations
 
@@ -16,6 +19,13 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = config_dir()
+
+
+@pytest.fixture
+def support_on_pythonpath(monkeypatch):
+    """Runs started as subprocesses can import the test side (`support.drills`): `tests/` on PYTHONPATH."""
+    paths = [str(REPO / "tests"), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
 
 
 @pytest.fixture

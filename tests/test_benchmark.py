@@ -14,6 +14,7 @@ import torch
 
 from segsuite import catalog
 from segsuite.benchmark import cli, data, losses, metrics, models, peak, timing
+from support.dataset_trees import datasets_with_trees
 
 
 def run_harness(argv: list[str]) -> dict:
@@ -188,11 +189,20 @@ def test_what_is_measured_is_the_catalog():
     options = {a.dest: a for a in cli.parser()._actions}
     assert list(options["models"].choices) == catalog.model_names()
     assert list(options["losses"].choices) == catalog.config_names("loss")
-    assert list(options["datasets"].choices) == [n for n in catalog.config_names("dataset")
-                                                 if catalog.tree_builder(n) is not None]
+    assert list(options["datasets"].choices) == datasets_with_trees()  # the tests' miniature trees
     assert data.default_datasets() == [n for n in options["datasets"].choices
                                        if catalog.official_image_size(n) is not None]
     assert losses.default_losses()[0] == "ce"
+
+
+def test_the_data_section_outside_a_checkout_says_what_to_do(monkeypatch, tmp_path):
+    """The miniature trees are test-side code: without a checkout's tests/ the section stops with a message
+    (the command line still offers every dataset that reads files)."""
+    monkeypatch.setattr(data, "checkout_tests", lambda: tmp_path / "tests")
+    assert data.fixture_trees(required=False) is None
+    assert data.datasets_with_trees() == [n for n in catalog.config_names("dataset") if catalog.needs_files(n)]
+    with pytest.raises(RuntimeError, match=r"tests' miniature dataset trees.*checkout"):
+        data.cases(["camvid"])
 
 
 def test_the_backbone_option_reaches_models_with_a_backbone():

@@ -1,6 +1,7 @@
 """Every entry of the catalog (each model, loss and dataset config in conf/) has what it must have: a
-miniature tree (datasets that read files), its row in README.md's Configuration table, and the tests
-that build it, which enumerate the catalog, so a new config is picked up without touching a list."""
+miniature tree (datasets that read files), its row in README.md's Configuration table, the facts its
+class declares, and the tests that build it, which enumerate the catalog, so a new config is picked up
+without touching a list. The catalog composes with Hydra's compose API, as a run does."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from segsuite import catalog
 from segsuite.utils.paths import config_dir
+from support.dataset_trees import tree_builder
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -54,11 +57,26 @@ def test_every_entry_has_its_readme_row(group):
 
 @pytest.mark.parametrize("name", catalog.config_names("dataset"))
 def test_every_dataset_that_reads_files_has_a_miniature_tree(name, tmp_path):
-    builder = catalog.tree_builder(name)
+    builder = tree_builder(name)
     if not catalog.needs_files(name):  # the procedural dataset needs none
         return
-    assert builder is not None, f"dataset {name}: no builder in segsuite.testing.dataset_trees.BUILDERS"
+    cls = catalog.config_class("dataset", name)
+    assert builder is not None, (f"dataset {name}: no builder of {cls.__qualname__}'s tree in "
+                                 "tests/support/dataset_trees.py (`@tree_of(<class>)`)")
     assert Path(builder(tmp_path)).is_dir()
+
+
+@pytest.mark.parametrize("name", [n for n in catalog.config_names("dataset") if catalog.needs_files(n)])
+def test_every_dataset_that_reads_files_declares_its_files(name):
+    """The error messages and the fixtures read these from the class: its tree, where to get it, and its
+    label files' encoding and raw values (your own data has none of its own: its classes and 255)."""
+    cls = catalog.config_class("dataset", name)
+    where = f"{cls.__module__}.{cls.__qualname__}"
+    assert cls.tree and cls.download, f"{where} declares no `tree` or `download`"
+    assert cls.label_encoding in ("png_grey", "png_palette", "mat_S"), f"{where}: label_encoding {cls.label_encoding}"
+    values = cls.raw_label_values
+    assert (values is None) == catalog.own_data(name), f"{where}: raw_label_values {values}"
+    assert values is None or (len(set(values)) == len(values) and all(0 <= v <= 65535 for v in values))
 
 
 @pytest.mark.parametrize("name", [n for n in catalog.config_names("dataset")
@@ -132,7 +150,35 @@ def test_the_convergence_matrix_runs_every_architecture():
             assert f"model.{catalog.backbone_key(name)}=resnet18" in overrides
 
 
-def test_the_benchmark_imports_nothing_from_tests():
-    sources = (REPO / "src" / "segsuite" / "benchmark").glob("*.py")
-    assert not [p.name for p in sources if re.search(r"^\s*(from|import)\s+(tests|conftest|runs)\b",
+def test_the_package_imports_nothing_from_tests():
+    """Nothing under src/ imports test-side code; the benchmark's data section alone loads the miniature
+    trees, from the checkout it runs in (`segsuite.benchmark.data.fixture_trees`)."""
+    sources = (REPO / "src" / "segsuite").rglob("*.py")
+    assert not [p.name for p in sources if re.search(r"^\s*(from|import)\s+(tests|conftest|runs|support)\b",
                                                          p.read_text(), re.MULTILINE)]
+    assert not (REPO / "src" / "segsuite" / "testing").exists()
+    readers = [p.relative_to(REPO).as_posix() for p in (REPO / "src" / "segsuite").rglob("*.py")
+               if "support.dataset_trees" in p.read_text()]
+    assert readers == ["src/segsuite/benchmark/data.py"]
+
+
+def test_group_config_is_what_hydra_composes(compose_cfg):
+    """`group_config` gives what `<group>=<name>` gives a run, also for a config that extends another."""
+    for group, name in (("dataset", "voc_aug"), ("dataset", "cocostuff164k"), ("model", "unet_slim"), ("loss", "ce")):
+        composed = compose_cfg("train", [f"{group}={name}"])
+        assert OmegaConf.to_container(catalog.group_config(group, name)) == OmegaConf.to_container(composed[group])
+    voc, aug = catalog.group_config("dataset", "voc"), catalog.group_config("dataset", "voc_aug")
+    assert aug.train.split == "train_aug" and aug.val == voc.val and aug.name == "voc_aug"
+
+
+def test_group_config_inside_a_running_hydra_app(compose_cfg):
+    """Inside a Hydra app (a command reading a checkpoint) the catalog composes and leaves the app's
+    Hydra as it was."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        outer = GlobalHydra.instance().hydra
+        catalog._composed_group.cache_clear()
+        assert catalog.group_config("model", "unet_slim").base_channels == 16
+        assert GlobalHydra.instance().hydra is outer

@@ -11,12 +11,14 @@ import torch
 
 from runs import metrics, run_module, train, val_rows
 
+pytestmark = pytest.mark.usefixtures("support_on_pythonpath")  # the runs import support.drills
+
 STOP_AFTER_ONE = ["+callbacks.stop._target_=segsuite.callbacks.StopAfterEpochs", "+callbacks.stop.epochs=1"]
 
 
 def worse_at(*epochs: int) -> list[str]:
     """The network predicts one class everywhere before these epochs' validation (1-based)."""
-    return ["+callbacks.worse._target_=segsuite.testing.drills.WorseAtEpochs",
+    return ["+callbacks.worse._target_=support.drills.WorseAtEpochs",
             f"+callbacks.worse.epochs={list(epochs)}"]
 
 

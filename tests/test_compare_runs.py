@@ -1,4 +1,4 @@
-"""scripts/compare_runs.py: the table holds each run's own test scores; the figure is written."""
+"""segsuite.tools.compare_runs: the table holds each run's own test scores; the figure is written."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import csv
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 from runs import metrics, train
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "compare_runs.py"
+SCRIPT = ["-m", "segsuite.tools.compare_runs"]
 
 
 def test_table_rows_hold_the_runs_test_scores(tmp_path):
@@ -18,7 +17,7 @@ def test_table_rows_hold_the_runs_test_scores(tmp_path):
     train(runs[0], "trainer.max_epochs=2")
     train(runs[1], "trainer.max_epochs=3", "seed=7")
     out = tmp_path / "cmp"
-    subprocess.run([sys.executable, str(SCRIPT), *map(str, runs), "--labels", "two", "three", "--out", str(out)],
+    subprocess.run([sys.executable, *SCRIPT, *map(str, runs), "--labels", "two", "three", "--out", str(out)],
                    check=True, capture_output=True, text=True)
     rows = [line.strip("|").split("|") for line in (out / "table.md").read_text().splitlines()[2:]]
     assert [r[0].strip() for r in rows] == ["two", "three"]
@@ -37,7 +36,7 @@ def test_table_rows_hold_the_runs_test_scores(tmp_path):
     evaluation.mkdir()
     bf = {f"test/BF/{name}": (i + 1) / (len(names) + 2) for i, name in enumerate(names)}
     (evaluation / "metrics.json").write_text(json.dumps({"test/mBF": 0.4321, **bf}))
-    subprocess.run([sys.executable, str(SCRIPT), *map(str, runs), "--evaluations", str(evaluation), "-",
+    subprocess.run([sys.executable, *SCRIPT, *map(str, runs), "--evaluations", str(evaluation), "-",
                     "--out", str(out)], check=True, capture_output=True, text=True)
     lines = (out / "table.md").read_text().splitlines()
     head = [cell.strip() for cell in lines[0].strip("|").split("|")]

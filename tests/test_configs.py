@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from segsuite import catalog
 from segsuite.train import train
+from support.dataset_trees import tree_builder, tree_overrides
 
 # groups whose options are selected as `group=option` on the train config
 TRAIN_GROUPS = ["dataset", "augmentation", "data", "model", "loss", "optimizer", "scheduler", "module",
@@ -28,7 +29,7 @@ def _options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("group, option", [(g, o) for g in TRAIN_GROUPS for o in _options(g)])
 def test_every_group_option_composes(compose_cfg, group, option):
-    extra = catalog.tree_overrides(option) if group == "dataset" else []
+    extra = tree_overrides(option) if group == "dataset" else []
     cfg = compose_cfg("train", [f"{group}={option}", *extra])
     if group == "debug":  # a global overlay
         assert cfg.task_name == "debug"
@@ -68,11 +69,11 @@ def test_every_loss_config_builds(name):
 
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_train_fast_dev_run_on_each_dataset(compose_cfg, tmp_path, dataset):
-    builder = catalog.tree_builder(dataset)
+    builder = tree_builder(dataset)
     assert builder is not None or not catalog.needs_files(dataset), f"{dataset}: no miniature tree"
     root = [f"dataset.root={builder(tmp_path / 'data')}"] if builder else []
     overrides = [f"dataset={dataset}", *root, f"paths.output_dir={tmp_path / 'run'}",
-                 *TINY_INPROCESS, *catalog.tree_overrides(dataset)]
+                 *TINY_INPROCESS, *tree_overrides(dataset)]
     cfg = compose_cfg("train", overrides)
     metrics = train(cfg)
     assert "val/mIoU" in metrics and "test/mIoU" in metrics

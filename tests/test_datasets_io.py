@@ -10,7 +10,7 @@ import pytest
 
 from segsuite.data import io as dataio
 from segsuite.data.datasets.base import DatasetError
-from segsuite.testing import dataset_trees as trees
+from support import dataset_trees as trees
 
 
 def test_apply_lut_maps_every_value_and_names_unknown_ones():

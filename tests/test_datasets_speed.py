@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 
 from segsuite import catalog
 from segsuite.data.transforms import build_pipeline, split_off_normalize
-from segsuite.testing.dataset_trees import compose, rewrite_at_size
+from support.dataset_trees import compose, rewrite_at_size, tree_builder, tree_overrides
 
 
 def cases() -> list[tuple[str, list[str], tuple[int, int]]]:
@@ -27,12 +27,12 @@ def cases() -> list[tuple[str, list[str], tuple[int, int]]]:
     size (None where its class declares none: the test fails), for your own data its training crop."""
     out = []
     for name in catalog.config_names("dataset"):
-        if catalog.tree_builder(name) is None:
+        if tree_builder(name) is None:
             continue
         size = catalog.official_image_size(name)
         if size is None and catalog.own_data(name):
             size = tuple(catalog.group_config("dataset", name).crop_size)
-        out.append((name, catalog.tree_overrides(name), size))
+        out.append((name, tree_overrides(name), size))
     return out
 
 
@@ -49,10 +49,10 @@ def rate(fn, count: int, min_seconds: float) -> float:
 
 
 def measure(name: str, overrides: list[str], size: tuple[int, int], workdir: Path, min_seconds: float = 2.0) -> dict:
-    catalog.tree_builder(name)(workdir)
+    tree_builder(name)(workdir)
     cfg = compose(name, workdir, overrides)
     raw = instantiate(cfg.dataset.train, transform=None)
-    rewrite_at_size(raw, name, size)
+    rewrite_at_size(raw, size)
     stripped, normalize = split_off_normalize(cfg.augmentation.train)  # as the datamodule ships it
     augmented = instantiate(cfg.dataset.train, transform=build_pipeline(stripped), uint8_output=normalize is not None)
     count = len(raw)

@@ -1,23 +1,17 @@
-"""scripts/verify_dataset.py, scripts/browse_dataset.py and scripts/prepare_voc_aug.py."""
+"""segsuite.tools: verify_dataset, browse_dataset and prepare_voc_aug."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+import importlib
 
 import numpy as np
 from PIL import Image
 
-from segsuite.testing import dataset_trees as trees
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+from support import dataset_trees as trees
 
 
 def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"segsuite.tools.{name}")
 
 
 def test_verify_dataset_reports_counts_and_frequencies(tmp_path, capsys):

@@ -96,7 +96,7 @@ def test_uint8_images_never_reach_the_model(compose_cfg, tmp_path):
 
 
 def test_padding_of_uint8_batches_stays_black_and_ignored():
-    from segsuite.data.datamodule import collate
+    from segsuite.data.collate import collate
 
     small = {"image": torch.full((3, 2, 2), 9, dtype=torch.uint8), "mask": torch.zeros(2, 2, dtype=torch.uint8),
              "name": "a"}

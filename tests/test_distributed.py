@@ -143,7 +143,7 @@ def test_bf16_mixed_trains_on_cpu_into_the_fp32_band(tmp_path):
 def test_ddp_run_names_the_bad_samples_each_process_found(tmp_path):
     """data.verify=off: the bad files are found in use, each by the one process that reads it (the val
     split's second image is in process 1's shard); the run's records name them all."""
-    from segsuite.testing import dataset_trees as trees
+    from support import dataset_trees as trees
 
     root = trees.build_camvid_tree(tmp_path / "data")
     bad = [root / "trainannot" / f"{trees.CAMVID_SPLITS['train'][1]}.png",

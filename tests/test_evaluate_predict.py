@@ -19,9 +19,9 @@ from segsuite.data.datasets.base import DatasetError
 from segsuite.evaluate import evaluate
 from segsuite.evaluation import EvalRecorder
 from segsuite.predict import predict
-from segsuite.testing import dataset_trees as trees
 from segsuite.utils.paths import config_dir
 from segsuite.utils.resolvers import register_resolvers
+from support import dataset_trees as trees
 
 EVAL = ["num_workers=0", "trainer.enable_progress_bar=false"]
 

@@ -26,10 +26,11 @@ RECIPES = {
     "voc_aug_deeplabv3plus_r101": ("voc_aug", "DeepLabV3Plus", "resnet101", 16, 40000, 0.01),
     "camvid_segnet": ("camvid", "SegNet", None, 12, None, 0.1),
     "camvid_enet": ("camvid", "ENet", None, 5, None, 5e-4),
-    "camvid_enet_1h": ("camvid", "ENet", None, 5, None, 5e-4),
     "camvid_enet_cycle1": ("camvid", "ENet", None, 10, None, 5e-4),
     "camvid_enet_cycle2": ("camvid", "ENet", None, 10, None, 5e-4),
     "camvid_half": ("camvid", "ENet", None, 10, None, 5e-4),
+    "camvid_losses_finetune": ("camvid", "ENet", None, 5, None, 1e-4),
+    "camvid_losses_scratch": ("camvid", "ENet", None, 10, None, 5e-4),
 }
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -87,20 +86,18 @@ def test_explicit_weight_list_from_command_line_override():
 
 
 def test_cli_prints_override(tmp_path, capsys, monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
-    import compute_class_weights as cli
+    from segsuite.tools import compute_class_weights as cli
 
-    weights = cli.main(["synthetic", "dataset.train.num_images=4", "dataset.image_size=[32,32]",
+    weights = cli.class_weights(["synthetic", "dataset.train.num_images=4", "dataset.image_size=[32,32]",
                         "--method", "enet", "--cache-dir", str(tmp_path)])
     out = capsys.readouterr().out
-    assert out.strip().startswith("loss.weight=[") and len(weights) == 6
+    assert out.strip().startswith("class_weights=[") and len(weights) == 6
     assert all(w > 0 for w in weights)
-    sys.modules.pop("compute_class_weights", None)
 
 
 def test_cache_key_tells_copies_at_different_roots_apart(tmp_path):
     from segsuite.data.datasets import CamVid
-    from segsuite.testing.dataset_trees import build_camvid_tree
+    from support.dataset_trees import build_camvid_tree
 
     names = [str(i) for i in range(11)]
     first = CamVid(build_camvid_tree(tmp_path / "a"), split="train", class_names=names)

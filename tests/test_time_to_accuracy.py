@@ -66,6 +66,16 @@ def test_validation_schedule_validates_the_epochs_it_promises_in_a_real_fit(tmp_
     assert module.validated_epochs == expected
 
 
+def test_validation_schedule_off_leaves_lightnings_interval(tmp_path):
+    module = Scripted([0.0] * 6)
+    trainer = pl.Trainer(max_epochs=6, callbacks=[ValidationSchedule(every_n_epochs=None)], default_root_dir=tmp_path,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu",
+                         check_val_every_n_epoch=3)
+    trainer.fit(module, loader(), loader())
+    assert module.validated_epochs == [3, 6]
+
+
 @pytest.mark.parametrize("kwargs", [{"every_n_epochs": 0}, {"every_n_epochs": 2.5}, {"dense_from": 1.5}])
 def test_validation_schedule_refuses_bad_settings(kwargs):
     with pytest.raises(ValueError, match="ValidationSchedule"):

@@ -17,8 +17,8 @@ from PIL import Image
 from runs import run_module
 from segsuite.checkpoint import build_net, load_checkpoint
 from segsuite.reproduce import DATA_DIFFER, split_label_lines
-from segsuite.testing.dataset_trees import build_camvid_tree
 from segsuite.zoo import REQUIRED_KEYS, available, data_fingerprint, data_record, load_entry, outside_band, sha256_of
+from support.dataset_trees import build_camvid_tree
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRIES = available()
@@ -164,6 +164,7 @@ def entry_with_data(zoo: Path, data: Path, target: Path, listing: bool = True) -
     return target
 
 
+@pytest.mark.slow
 def test_reproduce_checks_the_data_first_and_passes_on_the_entrys_data(tiny_zoo, tmp_path):
     zoo = entry_with_data(*tiny_zoo, tmp_path / "zoo")
     proc = reproduce(zoo, tiny_zoo[1], tmp_path)

@@ -18,10 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from segsuite.checkpoint import build_net as build_net_from_checkpoint
-from segsuite.checkpoint import check_num_classes, load_checkpoint, load_net_weights, run_config
+from segsuite.checkpoint import check_same_model, load_checkpoint, load_net_weights, run_config, stored_model_config
 from segsuite.data.datamodule import SegDataModule
+from segsuite.data.datasets.base import SegDataset
 from segsuite.inference import Inferencer, build_inferencer
-from segsuite.losses.class_weights import has_auto_weights, resolve_auto_weights
+from segsuite.losses.class_weights import has_auto_weights, resolve_run_class_weights
 from segsuite.manifest import RunManifest
 from segsuite.module import SegmentationModule
 from segsuite.preflight import splits_used
@@ -39,17 +40,16 @@ def build_datamodule(cfg: DictConfig, target_fn: Any = None) -> SegDataModule:
                        _recursive_=False)
 
 
-def build_criterion(cfg: DictConfig) -> nn.Module:
-    """The loss of `cfg.loss`; `weight: auto` entries become the class weights of the training split
-    (`class_weights_method`), computed from its masks after they pass the data check and cached."""
-    loss_cfg = cfg.loss
-    if has_auto_weights(loss_cfg):
-        training_data = build_datamodule(cfg)
-        training_data.check_splits(["train"])
+def build_criterion(cfg: DictConfig, train_split: SegDataset | None = None) -> nn.Module:
+    """The loss of `cfg.loss`. With `class_weights=auto` (or a loss `weight: auto`), its class weights are those
+    of `train_split`, the training split as the data check kept it, without transforms
+    (`SegDataModule.raw_dataset("train")`), by `class_weights_method`, cached; they are written into `cfg`."""
+    if has_auto_weights(cfg.loss):
+        if train_split is None:
+            raise ValueError("class_weights=auto counts the classes of the training split: pass it (train_split=)")
         cache_dir = Path(cfg.data.get("cache_dir") or Path(cfg.paths.data_dir) / ".segsuite_cache")
-        loss_cfg = resolve_auto_weights(loss_cfg, training_data.raw_dataset("train"), cache_dir,
-                                        method=cfg.class_weights_method)
-    return instantiate(loss_cfg)
+        resolve_run_class_weights(cfg, train_split, cache_dir)
+    return instantiate(cfg.loss)
 
 
 def build_net(cfg: DictConfig) -> nn.Module:
@@ -82,10 +82,13 @@ def build_module(cfg: DictConfig, net: nn.Module, criterion: nn.Module, class_na
 
 
 def _checked_data(cfg: DictConfig, check: Sequence[str]) -> tuple[nn.Module, SegDataModule]:
-    """The loss and the datamodule fed with its extra targets, the splits in `check` checked."""
-    criterion = build_criterion(cfg)
-    datamodule = build_datamodule(cfg, target_fn=getattr(criterion, "target_fn", None))
-    datamodule.check_splits(list(check))
+    """The datamodule, the splits in `check` checked (and the train split, when the class weights come from
+    it), then the loss (weighted by that checked split) and its extra targets handed to the datamodule."""
+    datamodule = build_datamodule(cfg)
+    weighted = has_auto_weights(cfg.loss)
+    datamodule.check_splits(list(dict.fromkeys([*check, *(["train"] if weighted else [])])))
+    criterion = build_criterion(cfg, datamodule.raw_dataset("train") if weighted else None)
+    datamodule.set_target_fn(getattr(criterion, "target_fn", None))
     return criterion, datamodule
 
 
@@ -155,7 +158,10 @@ def stored_run_config(cfg: DictConfig, ckpt: dict[str, Any]) -> DictConfig:
     dataset = cfg.get("dataset") or {}
     root = cfg.get("data_root") or dataset.get("root")
     if "num_classes" in dataset:  # a whole dataset group (`dataset=<name>`) replaces the stored one
-        check_num_classes(ckpt, dataset.num_classes, f"dataset '{dataset.get('name')}'")
+        stored = stored_model_config(ckpt)
+        check_same_model(stored, {**stored, "num_classes": dataset.num_classes}, "the checkpoint",
+                         builds=f"dataset '{dataset.get('name')}' needs", hint="use a checkpoint trained on this "
+                         "dataset, or evaluate on the dataset the checkpoint was trained on")
         train_cfg.dataset = dataset
     if root:
         train_cfg.dataset.root = root
@@ -181,7 +187,7 @@ def build_evaluation(cfg: DictConfig, ckpt: dict[str, Any]) -> tuple[SegDataModu
     train_cfg = stored_run_config(cfg, ckpt)
     manifest = RunManifest.from_checkpoint(ckpt)
     train_cfg.optimizer = None
-    criterion = instantiate(train_cfg.loss)
+    criterion = build_criterion(train_cfg)
     module = build_module(train_cfg, build_net_from_checkpoint(ckpt), criterion, manifest.class_names, manifest,
                           inference=build_inferencer(cfg.tta, train_cfg.dataset.get("crop_size")))
     datamodule = build_datamodule(train_cfg, target_fn=getattr(criterion, "target_fn", None))
@@ -198,7 +204,7 @@ def module_from_checkpoint(checkpoint: str | Path, map_location: Any = None, str
     ckpt = load_checkpoint(checkpoint, key="checkpoint_path")
     train_cfg = run_config(ckpt)
     manifest = RunManifest.from_checkpoint(ckpt)
-    module = build_module(train_cfg, build_net_from_checkpoint(ckpt), instantiate(train_cfg.loss),
+    module = build_module(train_cfg, build_net_from_checkpoint(ckpt), build_criterion(train_cfg),
                           manifest.class_names, manifest, **overrides)
     module.on_load_checkpoint(ckpt)
     module.load_state_dict(ckpt["state_dict"], strict=bool(strict))  # net.* already loaded strictly above

@@ -2,8 +2,8 @@
 
 A config may start from another one of its group through a `defaults:` list (`unet_slim` is `unet`
 at a narrower width; `cocostuff164k` is `cocostuff10k` with other files and splits); `group_config`
-resolves that list, so scripts and tests that build an object from its yaml outside a Hydra run
-get what `<group>=<name>` gives. What exists is what `conf/` holds: `config_names` lists it.
+composes it with Hydra's compose API, so scripts and tests that build an object from its yaml outside
+a Hydra run get what `<group>=<name>` gives. What exists is what `conf/` holds: `config_names` lists it.
 A config group is a folder a command's defaults list names (`command_groups`): `conf/zoo` and
 `conf/pretrained` hold data read by code, and are no groups.
 
@@ -11,18 +11,23 @@ The catalog also answers what scripts and tests ask about each entry, from its c
 declared on the class it builds, never from a list kept here: which model configs are architectures
 and which variants, which sit on a backbone, each paper's crop and dataset (`paper_crop`,
 `paper_dataset` on the model class); which losses take precomputed maps (`target_fn`) or follow
-training progress (`set_progress`); each dataset's miniature tree (`segsuite.testing.dataset_trees`)
-and the size of its released images (`official_image_size` on the dataset class).
+training progress (`set_progress`); the size of each dataset's released images (`official_image_size`
+on the dataset class). Facts the tests need beyond these (a dataset's tree, label values and encoding)
+are declared on the dataset class too; the miniature trees built from them live on the test side
+(`tests/support/dataset_trees.py`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -40,39 +45,73 @@ def config_names(group: str, conf_dir: str | Path | None = None) -> list[str]:
 
 
 def group_config(group: str, name: str, conf_dir: str | Path | None = None) -> DictConfig:
-    """The config of `<group>=<name>`, its `defaults:` list resolved (interpolations left as written).
+    """The config of `<group>=<name>` as Hydra composes it (interpolations left as written): Hydra's
+    compose API, the one way a config is composed in segsuite (`+<group>=<name>` on an empty primary).
 
-    Entries of the defaults list name other configs of the same group, merged in list order; the
-    file's own keys go where `_self_` stands (at the end when it is not listed, as in Hydra).
+    A group config may start from others of its own group (`defaults: [voc, _self_]`); an entry that
+    names no config of the group, or configs that include each other, are refused naming the file.
+    A group's configs are composed together, once while its files stay unchanged.
     """
-    return _compose(group, name, group_dir(group, conf_dir), ())
+    folder = group_dir(group, conf_dir).resolve()
+    _check_defaults(group, name, folder, ())
+    stamp = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(folder.glob("*.yaml")))
+    return copy.deepcopy(_composed_group(group, str(folder.parent), stamp)[name])
 
 
-def _compose(group: str, name: str, folder: Path, seen: tuple[str, ...]) -> DictConfig:
+def _check_defaults(group: str, name: str, folder: Path, seen: tuple[str, ...]) -> None:
+    """Refuse what Hydra would not compose into `<group>=<name>`, or would compose into another package:
+    a missing config, a defaults entry naming another group's config, a cycle."""
     path = folder / f"{name}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{group}={name}: no {path}; "
                                 f"the {group} configs are {config_names(group, folder.parent)}")
     if name in seen:
         raise ValueError(f"{group} configs include each other in a cycle: {' -> '.join((*seen, name))}")
-    own = OmegaConf.load(path)
-    defaults = own.pop("defaults", None)
+    defaults = OmegaConf.load(path).get("defaults")
     if defaults is None:
-        return own
+        return
     if not isinstance(defaults, ListConfig):
         raise TypeError(f"{path}: `defaults` must be a list of {group} config names and `_self_`")
-    entries = [str(e) for e in defaults]
-    if "_self_" not in entries:
-        entries.append("_self_")
-    merged = OmegaConf.create()
-    for entry in entries:
+    for entry in (str(e) for e in defaults):
         if entry == "_self_":
-            merged = OmegaConf.merge(merged, own)
-        elif "/" not in entry and "=" not in entry and ":" not in entry:
-            merged = OmegaConf.merge(merged, _compose(group, entry, folder, (*seen, name)))
-        else:
+            continue
+        if any(c in entry for c in "/=:{"):
             raise ValueError(f"{path}: defaults entry {entry!r} is not the name of a {group} config in {folder}")
-    return merged
+        _check_defaults(group, entry, folder, (*seen, name))
+
+
+@functools.lru_cache(maxsize=64)
+def _composed_group(group: str, conf_dir: str, stamp: tuple) -> dict[str, DictConfig]:
+    """Every config of the group that `_check_defaults` accepts, composed by Hydra in one call, each
+    in a package of its own (`+<group>@c<i>=<name>`): one compose costs ~0.1 s, mostly Hydra's own config."""
+    names = []
+    for name in config_names(group, conf_dir):
+        try:
+            _check_defaults(group, name, Path(conf_dir) / group, ())
+            names.append(name)
+        except (OSError, TypeError, ValueError):  # refused when asked for by name
+            pass
+    with _own_hydra(conf_dir):
+        cfg = compose(overrides=[f"+{group}@c{i}={name}" for i, name in enumerate(names)])
+    # plain configs: no struct flag, no parent
+    return {name: OmegaConf.create(OmegaConf.to_container(cfg[f"c{i}"], resolve=False))
+            for i, name in enumerate(names)}
+
+
+@contextlib.contextmanager
+def _own_hydra(conf_dir: str) -> Iterator[None]:
+    """Hydra initialised on `conf_dir` for one compose, also inside a running Hydra app (whose own
+    initialisation is set aside and given back)."""
+    global_hydra = GlobalHydra.instance()
+    outer = global_hydra.hydra if global_hydra.is_initialized() else None
+    global_hydra.clear()
+    try:
+        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+            yield
+    finally:
+        GlobalHydra.instance().clear()
+        if outer is not None:
+            GlobalHydra.instance().initialize(outer)
 
 
 # -- the commands and the groups they compose ------------------------------------------------------
@@ -246,20 +285,6 @@ def loss_zero_at_perfect(name: str, conf_dir: str | Path | None = None) -> bool:
 
 
 # datasets
-def tree_builder(name: str) -> Callable[[Path], Path] | None:
-    """The builder of dataset `name`'s miniature tree (`segsuite.testing.dataset_trees`), or None."""
-    from segsuite.testing.dataset_trees import BUILDERS  # imports this module
-
-    return BUILDERS.get(name)
-
-
-def tree_overrides(name: str) -> list[str]:
-    """Overrides a run on dataset `name`'s miniature tree needs (the folder dataset's class count)."""
-    from segsuite.testing.dataset_trees import EXTRA_OVERRIDES
-
-    return list(EXTRA_OVERRIDES.get(name, []))
-
-
 def needs_files(name: str, conf_dir: str | Path | None = None) -> bool:
     """Whether dataset `name` reads files (every dataset but the procedural one: its config has a `root`)."""
     return "root" in group_config("dataset", name, conf_dir)

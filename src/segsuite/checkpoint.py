@@ -13,7 +13,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from segsuite.manifest import MANIFEST_KEY, RunManifest
+from segsuite.manifest import MANIFEST_KEY, RunManifest, upgrade_model_config
+
+# what torch.load raises on a file that is no (complete) PyTorch checkpoint
+_UNREADABLE = (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError)
 
 
 def resolve_checkpoint_path(spec: str | Path, key: str = "ckpt_path") -> Path:
@@ -38,40 +41,41 @@ def resolve_checkpoint_path(spec: str | Path, key: str = "ckpt_path") -> Path:
                             f"(zoo entries: {', '.join(known) or 'none'})")
 
 
+def read_checkpoint(spec: str | Path, key: str = "ckpt_path", mmap: bool = False) -> tuple[Path, Any]:
+    """The file `spec` names (a path or a zoo name, `resolve_checkpoint_path`) and what it holds, read on the
+    CPU with `weights_only` (Lightning checkpoints hold plain containers, tensors and numbers); `mmap`: tensors
+    mapped, not read (for a look at the metadata). The one place segsuite reads a checkpoint file; a file torch
+    cannot read fails in one line naming the setting `key` it came from."""
+    path = resolve_checkpoint_path(spec, key)
+    try:
+        return path, torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except _UNREADABLE as err:
+        raise ValueError(f"{key}={path}: not a readable PyTorch checkpoint ({type(err).__name__}; cut short or "
+                         f"damaged?); copy it again, or pass another checkpoint of a segsuite training run") from err
+
+
 def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
     """Load a checkpoint written by `segsuite.train` (on CPU), checking that it is one; `path` may also
     be a zoo name (`resolve_checkpoint_path`). Errors name the setting `key` it came from."""
-    path = resolve_checkpoint_path(path, key)
-    # Lightning checkpoints hold plain containers, tensors and numbers: weights_only is enough.
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as err:
-        raise ValueError(f"{key}={path}: not a readable PyTorch checkpoint ({type(err).__name__}; cut short or "
-                         f"damaged?); copy it again, or pass another checkpoint of a segsuite training run") from err
+    path, ckpt = read_checkpoint(path, key)
     if not isinstance(ckpt, dict) or MANIFEST_KEY not in ckpt or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not a segsuite training checkpoint (no run info / state_dict inside)")
     return ckpt
 
 
-def describe(ckpt: dict[str, Any]) -> str:
-    """`'segsuite.models.unet.UNet with 6 classes'`: the checkpoint's architecture and class count."""
-    return RunManifest.from_checkpoint(ckpt).describe()
-
-
-def check_num_classes(ckpt: dict[str, Any], num_classes: int, source: str) -> None:
-    """Raise if `source` (e.g. the dataset config) has a different class count than the checkpoint."""
-    if int(num_classes) != RunManifest.from_checkpoint(ckpt).num_classes:
-        raise ValueError(
-            f"the checkpoint holds {describe(ckpt)}, but {source} has {num_classes} classes; use a checkpoint "
-            f"trained on this dataset, or evaluate on the dataset the checkpoint was trained on"
-        )
+def stored_model_config(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The model config of the run that wrote `ckpt`, in today's layout (`upgrade_model_config`); {} if it
+    stores none."""
+    config = (ckpt.get(MANIFEST_KEY) or {}).get("config") or {}
+    return upgrade_model_config(config.get("model") or {})
 
 
 def check_same_model(stored: Mapping[str, Any], model: Mapping[str, Any], source: str,
                      builds: str = "the run builds", hint: str = "") -> None:
     """Raise unless `model` (a model config) is the architecture and class count of `stored` (the model
     config of the checkpoint `source` names): "<source> holds <A> with <n> classes, but <builds> <B> with
-    <m> classes; <hint>". Resuming, starting from weights and rebuilding a stored model all ask it."""
+    <m> classes; <hint>". Resuming, starting from weights, evaluating on another dataset and rebuilding a
+    stored model all ask it: the one check that a checkpoint fits."""
     if stored.get("_target_") == model.get("_target_") and _class_count(stored) == _class_count(model):
         return
     raise ValueError(f"{source} holds {stored.get('_target_')} with {stored.get('num_classes')} classes, but {builds} "
@@ -105,7 +109,7 @@ def load_net_weights(net: nn.Module, ckpt: dict[str, Any], model_cfg: DictConfig
 
     A checkpoint of another architecture or class count fails naming both and `source`.
     """
-    check_same_model(RunManifest.from_checkpoint(ckpt).config["model"], model_cfg, source,
+    check_same_model(stored_model_config(ckpt), model_cfg, source,
                      hint="start from a checkpoint of the same model and dataset")
     _load_net_state(net, ckpt, f"{source}: its weights do not fit the configured model")
 
@@ -115,7 +119,7 @@ def build_net(ckpt: dict[str, Any], model_cfg: DictConfig | None = None) -> nn.M
 
     A `model_cfg` for a different architecture or class count fails naming both.
     """
-    stored = OmegaConf.create(RunManifest.from_checkpoint(ckpt).config["model"])
+    stored = OmegaConf.create(stored_model_config(ckpt))
     cfg = model_cfg if model_cfg is not None else stored
     check_same_model(stored, cfg, "checkpoint", builds="the requested model is")
     if isinstance(cfg.get("backbone"), DictConfig) and "pretrained" in cfg.backbone:

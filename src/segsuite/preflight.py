@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import math
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from segsuite.checkpoint import check_same_model, resolve_checkpoint_path
-from segsuite.manifest import MANIFEST_KEY, upgrade_model_config
+from segsuite.checkpoint import check_same_model, read_checkpoint, resolve_checkpoint_path, stored_model_config
+from segsuite.manifest import MANIFEST_KEY
 
 # key -> (type, lower bound, what it is); None values are left to their defaults
 NUMERIC_KEYS: dict[str, tuple[type, float, str]] = {
@@ -37,24 +34,27 @@ def check_config_values(cfg: DictConfig) -> None:
             noun = "an integer" if kind is int else "a number"
             example = {int: 16, float: 0.001}[kind]
             raise ValueError(f"{key}={value!r}: expected {noun} >= {low:g} ({what}), e.g. {key}={example}")
-    loss = cfg.get("loss")
-    check_class_weights(OmegaConf.to_container(loss, resolve=False) if isinstance(loss, DictConfig) else None)
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    check_class_weights({key: plain.get(key) for key in ("class_weights", "loss")}, where="")
 
 
-def check_class_weights(node: Any, where: str = "loss") -> None:
-    """Raise naming the setting (e.g. `loss.weight`) when a per-class `weight` of the (unresolved, plain) loss
-    config is neither null, `auto` nor a list of non-negative numbers; nested loss configs included."""
+WEIGHT_KEYS = ("weight", "class_weights")
+
+
+def check_class_weights(node: Any, where: str = "") -> None:
+    """Raise naming the setting (e.g. `loss.weight`, `class_weights`) when per-class weights of the (unresolved,
+    plain) config `node` are neither null, `auto` nor a list of non-negative numbers; nested loss configs included."""
     items = (node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ())
     for key, value in items:
-        path = f"{where}.{key}" if isinstance(node, dict) else f"{where}[{key}]"
-        if key == "weight" and isinstance(value, list):
+        path = (f"{where}.{key}" if where else str(key)) if isinstance(node, dict) else f"{where}[{key}]"
+        if key in WEIGHT_KEYS and isinstance(value, list):
             bad = [(i, v) for i, v in enumerate(value) if isinstance(v, bool) or not isinstance(v, (int, float))
                    or not math.isfinite(v) or v < 0]
             if bad:
                 i, v = bad[0]
                 raise ValueError(f"{path}={value}: entry {i + 1} ({v!r}) is not a non-negative number; expected a "
                                  f"list of one weight per class, auto or null, e.g. {path}=[1.0,2.5,...]")
-        elif key == "weight" and isinstance(value, str) and value != "auto" and not value.startswith("${"):
+        elif key in WEIGHT_KEYS and isinstance(value, str) and value != "auto" and not value.startswith("${"):
             raise ValueError(f"{path}={value!r}: expected a list of one weight per class, auto or null, "
                              f"e.g. {path}=[1.0,2.5,...] or {path}=auto")
         else:
@@ -66,19 +66,14 @@ def load_resume_checkpoint(path: str | Path, cfg: DictConfig) -> dict[str, Any]:
 
     Returns what the resumed run records about its origin: the file, its run directory, epoch and step.
     """
-    path = resolve_checkpoint_path(path, "ckpt_path")  # a file, or a zoo name (sha256 verified)
+    path, ckpt = read_checkpoint(path, "ckpt_path", mmap=True)  # a file or a zoo name; Lightning reads it again
     where = f"ckpt_path={path}"
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # Lightning reads it again
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as err:
-        raise ValueError(f"{where}: not a readable PyTorch checkpoint ({type(err).__name__}); pass the last.ckpt, "
-                         f"interrupted.ckpt or best.ckpt of a segsuite training run") from None
     if not isinstance(ckpt, dict) or "loops" not in ckpt or "optimizer_states" not in ckpt:
         hint = ("it holds only weights (a plain state dict or a zoo checkpoint); to start a new run from them, "
                 "use init_from= with a segsuite checkpoint" if isinstance(ckpt, dict) else "it holds no training state")
         raise ValueError(f"{where}: cannot resume training from it: {hint}. Resume from a run's "
                          f"checkpoints/last.ckpt or interrupted.ckpt")
-    stored = upgrade_model_config((ckpt.get(MANIFEST_KEY) or {}).get("config", {}).get("model", {}))
+    stored = stored_model_config(ckpt)
     model = cfg.model
     if stored:
         check_same_model(stored, model, where, builds="this run builds", hint="resume with the run's own model= and "

@@ -30,6 +30,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from segsuite.utils.docs import doc_path
 from segsuite.utils.failures import describe_error
 from segsuite.utils.paths import config_dir
 from segsuite.zoo import (
@@ -91,8 +92,8 @@ def check_data(entry: ZooEntry, data_root: str, zoo: Path | None = None) -> None
     lines = split_label_lines(entry.experiment, split, data_root)
     difference = data_differences(entry, lines, zoo)
     if difference:
-        raise DataDiffer(f"{difference}. Restore the {split} split (docs/datasets.md); no band verdict is given "
-                         f"on other data")
+        raise DataDiffer(f"{difference}. Restore the {split} split ({doc_path('datasets.md')}); no band verdict "
+                         f"is given on other data")
     print(f"data: {len(lines)} {split} images, the ones the entry was measured on", flush=True)
 
 
@@ -121,7 +122,7 @@ def reproduce(name: str, data_root: str | None, retrain: bool, work: Path, extra
     data_root = data_root or default_data_root(entry)
     if not Path(data_root).is_dir():
         raise FileNotFoundError(f"dataset root {data_root} does not exist; pass --data-root <dir> or set "
-                                f"SEGSUITE_DATA_DIR (docs/datasets.md)")
+                                f"SEGSUITE_DATA_DIR ({doc_path('datasets.md')})")
     check_data(entry, data_root, zoo)
     if retrain:
         ckpt = None

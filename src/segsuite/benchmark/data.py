@@ -1,14 +1,19 @@
 """Section `data`: images/s of one dataloader worker, decode alone vs the shipped pipeline.
 
-Each dataset's miniature tree in its official layout (`segsuite.testing.dataset_trees`) is built in
-a temp dir and rewritten at the official image size (`official_image_size` on the dataset class).
+Each dataset's miniature tree in its official layout is built in a temp dir and rewritten at the
+official image size (`official_image_size` on the dataset class). The trees are the tests' own
+(`tests/support/dataset_trees.py`, test-side code): the benchmark is a developer tool and loads them
+from the checkout it runs in (`fixture_trees`); outside a checkout the section says so and stops.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -16,13 +21,38 @@ from hydra.utils import instantiate
 
 from segsuite import catalog
 from segsuite.benchmark.timing import best_interleaved_rates, best_time
+from segsuite.utils.paths import config_dir
 
 TARGET = 0.60  # the shipped pipeline's share of decode-only images/s, per worker
 
 
+def checkout_tests() -> Path:
+    """The `tests/` folder of the checkout segsuite runs from (beside `conf/`; absent in a wheel install)."""
+    return config_dir().parent / "tests"
+
+
+def fixture_trees(required: bool = True) -> ModuleType | None:
+    """The tests' `support.dataset_trees` module, from the checkout; None (or, if `required`, an error
+    saying what to do) when segsuite does not run from a checkout."""
+    tests = checkout_tests()
+    if not (tests / "support" / "dataset_trees.py").is_file():
+        if not required:
+            return None
+        raise RuntimeError(f"the data section builds the tests' miniature dataset trees ({tests}/support/"
+                           "dataset_trees.py), which only a checkout of segsuite has: run the benchmark from a "
+                           "checkout (`make bench`), or leave the section out (--sections ...)")
+    if str(tests) not in sys.path:
+        sys.path.insert(0, str(tests))
+    return importlib.import_module("support.dataset_trees")
+
+
 def datasets_with_trees() -> list[str]:
-    """Datasets the section can measure: those with a miniature tree."""
-    return [n for n in catalog.config_names("dataset") if catalog.tree_builder(n) is not None]
+    """Datasets the section can measure: those with a miniature tree (outside a checkout, where there are
+    none, every dataset that reads files, so that choosing one gets `fixture_trees`'s message)."""
+    trees = fixture_trees(required=False)
+    if trees is None:
+        return [n for n in catalog.config_names("dataset") if catalog.needs_files(n)]
+    return trees.datasets_with_trees()
 
 
 def default_datasets() -> list[str]:
@@ -39,7 +69,7 @@ def cases(names: list[str], size: tuple[int, int] | None = None) -> list[tuple[s
             cls = catalog.config_class("dataset", name)
             raise ValueError(f"dataset {name}: {cls.__module__}.{cls.__qualname__} declares no "
                              "`official_image_size`; declare it on the class, or run with --quick")
-        out.append((name, catalog.tree_overrides(name), image))
+        out.append((name, fixture_trees().tree_overrides(name), image))
     return out
 
 
@@ -50,14 +80,14 @@ def bench_dataset(name: str, overrides: list[str], size: tuple[int, int], workdi
     normalisation runs on the device after the transfer; its cost per image there is timed on its
     own. Beside it, the pipeline that normalises in the worker (`normalize_on_device=false`).
     """
-    from segsuite.data.datamodule import collate
+    from segsuite.data.collate import collate
     from segsuite.data.transforms import build_pipeline, split_off_normalize
-    from segsuite.testing.dataset_trees import compose, rewrite_at_size
 
-    catalog.tree_builder(name)(workdir)
-    cfg = compose(name, workdir, overrides)
+    trees = fixture_trees()
+    trees.tree_builder(name)(workdir)
+    cfg = trees.compose(name, workdir, overrides)
     raw = instantiate(cfg.dataset.train, transform=None)
-    rewrite_at_size(raw, name, size)
+    trees.rewrite_at_size(raw, size)
     in_worker = instantiate(cfg.dataset.train, transform=build_pipeline(cfg.augmentation.train))
     stripped, normalize = split_off_normalize(cfg.augmentation.train)
     shipped = instantiate(cfg.dataset.train, transform=build_pipeline(stripped), uint8_output=normalize is not None)

@@ -1,122 +1,36 @@
-"""SegDataModule: builds split datasets and their pipelines from the dataset/augmentation configs."""
+"""SegDataModule: the splits of the dataset config, checked before training, and their loaders.
+
+Its parts live beside it: batching and bad-sample bookkeeping (`collate`), the augmentation pipelines
+and the normalisation on the device (`pipelines`), worker counts (`workers`), the mid-epoch resume
+(`resume`), the file check (`verify`) and the samplers (`samplers`).
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
+from segsuite.data import resume
+from segsuite.data.collate import add_skipped, collate, gather_skipped
 from segsuite.data.datasets.base import DatasetError, SegDataset
+from segsuite.data.pipelines import SplitPipelines
 from segsuite.data.samplers import SeededTrainSampler, ShardedEvalSampler
-from segsuite.data.transforms import DeviceNormalize, build_pipeline, split_off_normalize
+from segsuite.data.transforms import DeviceNormalize
 from segsuite.data.verify import VerifyReport, bad_files_error, split_is_empty_error, verify_split
+from segsuite.data.workers import auto_num_workers, usable_cores
 
 log = logging.getLogger(__name__)
-
-
-def collate(items: list[dict[str, Any]], ignore_index: int = 255, split: str = "") -> dict[str, Any]:
-    """Stack tensors (names stay a list). Images of different sizes (validation on full images of
-    VOC, ADE20K, COCO) are padded at the bottom/right: images with 0, masks with `ignore_index`,
-    so padding never counts in metrics or losses. Per-pixel extras (distance maps) pad with 0;
-    tensors without spatial dims (e.g. class-id lists) are stacked as they are.
-
-    Items of bad samples (`data.skip_bad`: `{"name", "skipped": message}`) are dropped, nothing
-    takes their place, and their messages travel with the batch as `batch["skipped"]` (a list of
-    `(split, message)`): the batch is how a worker process reports them to the main process, where
-    `SegDataModule.on_before_batch_transfer` records them. A batch of bad samples only holds no
-    images (`image` of shape [0, 3, 1, 1]); the module skips it.
-    """
-    batch: dict[str, Any] = {}
-    skipped = [(split, item["skipped"]) for item in items if "skipped" in item]
-    if skipped:
-        batch["skipped"] = skipped
-        items = [item for item in items if "skipped" not in item]
-        if not items:
-            return {**batch, "image": torch.zeros(0, 3, 1, 1), "mask": torch.zeros(0, 1, 1, dtype=torch.int64),
-                    "name": []}
-    height = max(item["image"].shape[-2] for item in items)
-    width = max(item["image"].shape[-1] for item in items)
-    for key in items[0]:
-        values = [item[key] for item in items]
-        if not isinstance(values[0], torch.Tensor):
-            batch[key] = values
-            continue
-        if values[0].ndim >= 2 and any(v.shape[-2:] != (height, width) for v in values):
-            fill = ignore_index if key == "mask" else 0
-            values = [F.pad(v, (0, width - v.shape[-1], 0, height - v.shape[-2]), value=fill) for v in values]
-        batch[key] = _stack(values)
-    return batch
-
-
-def _stack(values: list[torch.Tensor]) -> torch.Tensor:
-    """`torch.stack`; `[C,H,W]` views of HWC pixels stack into a channels_last batch without transposing."""
-    if values[0].ndim == 3 and values[0].shape[0] > 1 and all(
-            v.permute(1, 2, 0).is_contiguous() for v in values):
-        return torch.stack([v.permute(1, 2, 0) for v in values]).permute(0, 3, 1, 2)
-    return torch.stack(values)
-
-
-def add_skipped(skipped: dict[str, list[str]], entries: Iterable[tuple[str, str]]) -> None:
-    """Add `(split, message)` entries to `skipped` (split -> messages), each message once."""
-    for split, message in entries:
-        known = skipped.setdefault(split, [])
-        if message not in known:
-            known.append(message)
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, e.g. a SLURM or container limit)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
-
-
-def auto_num_workers(processes_per_node: int, cores: int | None = None, most: int = 8) -> int:
-    """Dataloader workers per process for `data.num_workers=auto`.
-
-    Each of the node's training processes gets an equal share of the usable cores; one core of
-    the share stays with the process itself (the training loop, the collation of its batches),
-    the rest run workers, at least 1 and at most `most` (more rarely pays and costs memory).
-    """
-    cores = usable_cores() if cores is None else cores
-    share = cores // max(int(processes_per_node), 1)
-    return max(1, min(most, share - 1))
-
-
-def batches_done_in_resumed_epoch(trainer: pl.Trainer | None) -> int:
-    """Training batches of the current epoch that a checkpoint being resumed had already run (0 when
-    the run is not resuming, or resumes at an epoch boundary).
-
-    Lightning then runs only the epoch's remaining batches; `SegDataModule.continue_interrupted_epoch`
-    makes them the ones the interrupted run had not reached.
-    """
-    if trainer is None or not trainer.fit_loop.restarting:
-        return 0
-    return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
-
-
-def restart_training_iterator(trainer: pl.Trainer) -> None:
-    """Rebuild the fit loop's training iterator (Lightning keeps the one it made before restoring a
-    checkpoint). The one place that touches Lightning's private loop state;
-    tests/test_run_safety.py fails if Lightning changes it."""
-    fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
-    if fetcher is None:
-        raise RuntimeError("pytorch_lightning's fit loop has no `_data_fetcher`: segsuite's mid-epoch resume "
-                           "needs updating for this Lightning version")
-    iter(fetcher)
 
 
 class SegDataModule(pl.LightningDataModule):
@@ -139,11 +53,12 @@ class SegDataModule(pl.LightningDataModule):
         verify: how `check_splits` checks each split's files before training: full | quick | off
             (`segsuite.data.verify`).
         cache_dir: where passed checks are remembered (by path, inode, size, mtime and ctime); None: nowhere.
-        normalize_on_device: move the pipelines' final `albumentations.Normalize` onto the device:
-            workers ship uint8 images and masks (4x and 8x fewer bytes, no float conversion in
-            the worker), and `on_after_batch_transfer` applies the same normalisation to the batch.
+        normalize_on_device: move the pipelines' final `albumentations.Normalize` onto the device
+            (`SplitPipelines`): workers ship uint8 images and masks, and `on_after_batch_transfer`
+            applies the same normalisation to the batch.
         target_fn: extra per-pixel targets the loss asks for (its `target_fn`, e.g. distance
-            maps), computed from each transformed mask in the workers; None: none.
+            maps), computed from each transformed mask in the workers; None: none (`set_target_fn`
+            gives it later, to the splits built before the loss).
     """
 
     def __init__(
@@ -165,7 +80,6 @@ class SegDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.dataset_cfg = dataset
-        self.augmentation_cfg = augmentation
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         if num_workers != "auto" and (isinstance(num_workers, bool) or not isinstance(num_workers, int)
@@ -178,15 +92,13 @@ class SegDataModule(pl.LightningDataModule):
         self._logged_workers: int | None = None
         self.seed = seed
         self.skip_bad = skip_bad
-        self.normalize_on_device = normalize_on_device
+        self.pipelines = SplitPipelines(augmentation, on_device=normalize_on_device)
         self.verify = verify
         self.cache_dir = cache_dir
         # split -> messages naming every sample left out (skip_bad): unpaired files and files that failed
         # the check, then files found bad while in use (reported by the workers through their batches)
         self.skipped: dict[str, list[str]] = {}
         self._found_in_use: dict[str, set[str]] = {}  # split -> bad samples met in batches
-        # The normalisation moved out of the pipelines (None: the workers normalise).
-        self.device_normalize: DeviceNormalize | None = None
         self.target_fn = target_fn
         self.datasets: dict[str, SegDataset] = {}
 
@@ -210,8 +122,8 @@ class SegDataModule(pl.LightningDataModule):
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage or "fit", ("val",))
         for split in splits:
             if split not in self.datasets:
-                pipeline, moved = self._pipeline("train" if split == "train" else "val")
-                self.datasets[split] = self.build_dataset(split, build_pipeline(pipeline), uint8_output=moved)
+                pipeline, moved = self.pipelines.build("train" if split == "train" else "val")
+                self.datasets[split] = self.build_dataset(split, pipeline, uint8_output=moved)
                 log.info("%s split: %d images", split, len(self.datasets[split]))
 
     def where(self, split: str) -> str:
@@ -237,7 +149,7 @@ class SegDataModule(pl.LightningDataModule):
                                   workers=workers or usable_cores())
             if report.bad and not self.skip_bad:
                 raise bad_files_error(report, task)
-            self.record_skipped((split, message) for message in [*getattr(dataset, "left_out", ()), *report.bad])
+            add_skipped(self.skipped, ((split, m) for m in [*getattr(dataset, "left_out", ()), *report.bad]))
             if report.bad:
                 bad = set(report.bad_indices)
                 dataset.samples = [s for i, s in enumerate(dataset.samples) if i not in bad]
@@ -252,39 +164,21 @@ class SegDataModule(pl.LightningDataModule):
             reports[split] = report
         return reports
 
-    def record_skipped(self, entries: Iterable[tuple[str, str]]) -> None:
-        """Add `(split, message)` entries to `skipped` (each message once)."""
-        add_skipped(self.skipped, entries)
-
     def skipped_everywhere(self) -> dict[str, list[str]]:
-        """`skipped`, merged over the processes of a distributed run (each reads other samples): a
-        collective call there, which every process makes."""
-        parts: list[Any] = [self.skipped]
-        if torch.distributed.is_available() and torch.distributed.is_initialized() \
-                and torch.distributed.get_world_size() > 1:
-            parts = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(parts, self.skipped)
-        merged: dict[str, list[str]] = {}
-        for part in parts:
-            add_skipped(merged, ((split, m) for split, messages in (part or {}).items() for m in messages))
-        return merged
+        """`skipped`, merged over the processes of a distributed run: a collective call there (`gather_skipped`)."""
+        return gather_skipped(self.skipped)
 
-    def _pipeline(self, name: str) -> tuple[DictConfig, bool]:
-        """`augmentation.<name>`, without its final Normalize if that moves onto the device."""
-        pipeline = self.augmentation_cfg[name]
-        if not self.normalize_on_device:
-            return pipeline, False
-        stripped, normalize = split_off_normalize(pipeline)
-        if normalize is None:
-            return pipeline, False
-        if self.device_normalize is not None and normalize != self.device_normalize:
-            raise ValueError(
-                f"augmentation.{name} normalises with mean {normalize.mean}, std {normalize.std}, but another "
-                f"pipeline uses mean {self.device_normalize.mean}, std {self.device_normalize.std}; use one "
-                f"normalisation for every split, or set data.normalize_on_device=false"
-            )
-        self.device_normalize = normalize
-        return stripped, True
+    def set_target_fn(self, target_fn: Callable[[np.ndarray], dict[str, np.ndarray]] | None) -> None:
+        """The loss's extra per-pixel targets (`target_fn`), for the splits built from now on and those built
+        already (the loss is built after the train split is checked, when its class weights come from it)."""
+        self.target_fn = target_fn
+        for dataset in self.datasets.values():
+            dataset.target_fn = target_fn
+
+    @property
+    def device_normalize(self) -> DeviceNormalize | None:
+        """The normalisation moved out of the pipelines onto the device (None: the workers normalise)."""
+        return self.pipelines.device_normalize
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Record the bad samples `collate` dropped from the batch (`skipped`), in the main process; raise
@@ -292,7 +186,7 @@ class SegDataModule(pl.LightningDataModule):
         if isinstance(batch, dict) and "skipped" in batch:
             batch = dict(batch)
             entries = batch.pop("skipped")
-            self.record_skipped(entries)
+            add_skipped(self.skipped, entries)
             for split, message in entries:
                 found = self._found_in_use.setdefault(split, set())
                 found.add(message)
@@ -310,15 +204,7 @@ class SegDataModule(pl.LightningDataModule):
 
     def to_model_input(self, batch: dict[str, Any]) -> dict[str, Any]:
         """The batch as the model and loss take it: float32 normalised images, int64 masks."""
-        batch = dict(batch)
-        if batch["image"].dtype == torch.uint8:
-            if self.device_normalize is None:
-                raise RuntimeError("uint8 images reached the device but no normalisation was moved there; "
-                                   "this datamodule's pipelines must end with albumentations.Normalize")
-            batch["image"] = self.device_normalize(batch["image"])
-        if isinstance(batch.get("mask"), torch.Tensor) and batch["mask"].dtype != torch.int64:
-            batch["mask"] = batch["mask"].long()
-        return batch
+        return self.pipelines.to_model_input(batch)
 
     @property
     def class_names(self) -> list[str]:
@@ -339,9 +225,9 @@ class SegDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
-    def per_device_batch(self, global_batch: int) -> int:
-        """global_batch / world size; raises if it does not divide."""
-        world, _ = self._world()
+    def per_device_batch(self, global_batch: int, world: int | None = None) -> int:
+        """global_batch / world size (the trainer's, unless given); raises if it does not divide."""
+        world = self._world()[0] if world is None else world
         if global_batch % world:
             raise ValueError(
                 f"data.batch_size={global_batch} is the global batch and must divide by the "
@@ -353,10 +239,7 @@ class SegDataModule(pl.LightningDataModule):
         """Training batches per epoch and process (the train split built); raise before training when
         the batch does not divide over the processes or is larger than each process's share of the
         split (its loader drops the incomplete last batch, so the epoch would train nothing)."""
-        if self.batch_size % world_size:
-            raise ValueError(f"data.batch_size={self.batch_size} is the global batch and must divide by the "
-                             f"{world_size} processes; set data.batch_size to a multiple of {world_size}.")
-        per_device = self.batch_size // world_size
+        per_device = self.per_device_batch(self.batch_size, world_size)
         samples = len(self.datasets["train"])
         share = samples // world_size  # SeededTrainSampler: equal shares, the remainder left out
         if share < per_device:
@@ -395,8 +278,10 @@ class SegDataModule(pl.LightningDataModule):
         )
 
     def raw_dataset(self, split: str) -> SegDataset:
-        """`split` without transforms (uint8 images, int64 masks), holding the samples `check_splits` kept."""
+        """`split` without transforms or extra targets (uint8 images, int64 masks), holding the samples
+        `check_splits` kept: what class weights are counted on."""
         dataset = self.build_dataset(split)
+        dataset.target_fn = None
         checked = self.datasets.get(split)
         if checked is not None and hasattr(checked, "samples") and hasattr(dataset, "samples"):
             dataset.samples = list(checked.samples)
@@ -409,24 +294,9 @@ class SegDataModule(pl.LightningDataModule):
         return self._loader("train", self.per_device_batch(self.batch_size), sampler)
 
     def continue_interrupted_epoch(self, trainer: pl.Trainer) -> int:
-        """On a resume from a checkpoint written mid-epoch, make the training loader continue the epoch
-        where the checkpoint left it; return the batches skipped (0 when not resuming mid-epoch).
-
-        Lightning builds the training iterator before it restores the checkpoint (to count the
-        stepping batches for the schedule), so that iterator would start the epoch over. The
-        sampler is set to the checkpoint's epoch and position, and the loop's iterator rebuilt.
-        """
-        loader = trainer.train_dataloader
-        sampler = getattr(loader, "sampler", None)
-        done = batches_done_in_resumed_epoch(trainer)
-        if not isinstance(sampler, SeededTrainSampler) or not 0 < done < trainer.num_training_batches:
-            return 0
-        sampler.set_epoch(trainer.current_epoch)
-        sampler.start_next_epoch_at(done * loader.batch_size)
-        restart_training_iterator(trainer)
-        log.info("resuming mid-epoch: epoch %d continues at its batch %d of %d", trainer.current_epoch + 1, done + 1,
-                 trainer.num_training_batches)
-        return done
+        """On a resume from a mid-epoch checkpoint, continue the epoch where it stopped
+        (`segsuite.data.resume.continue_interrupted_epoch`); return the batches skipped."""
+        return resume.continue_interrupted_epoch(trainer)
 
     def _eval_loader(self, split: str) -> DataLoader:
         self.setup("validate" if split == "val" else "test")

@@ -78,7 +78,8 @@ class SegLoss(nn.Module):
         if self.weight is not None and self.weight.numel() != logits.shape[1]:
             raise ValueError(
                 f"{type(self).__name__}: weight has {self.weight.numel()} entries but the logits have "
-                f"{logits.shape[1]} classes; set loss.weight to a list of {logits.shape[1]} values (or auto)"
+                f"{logits.shape[1]} classes; set class_weights (or the loss's weight) to a list of "
+                f"{logits.shape[1]} values (or auto)"
             )
         with torch.autocast(device_type=logits.device.type, enabled=False):
             return self.compute(logits.float(), target.long(), extras)

@@ -1,5 +1,10 @@
 """Class weights from the training set: median-frequency balancing (Eigen & Fergus 2015, SegNet)
-or ENet's 1 / ln(c + p_c) (Paszke et al. 2016); `weight: auto` in loss configs resolves to them."""
+or ENet's 1 / ln(c + p_c) (Paszke et al. 2016).
+
+A run weights classes with one setting, `class_weights` (train.yaml: null | auto | a list of C floats),
+which every loss config's class-weight slot reads (`weight: ${oc.select:class_weights,null}`, nested
+for the boundary loss's region term). `auto` there, or a loss's own `weight: auto`, resolves to the
+weights of the training split (`resolve_run_class_weights`)."""
 
 from __future__ import annotations
 
@@ -64,7 +69,7 @@ def compute_class_weights(dataset: Any, num_classes: int, method: str = "median_
 
 
 def _auto_paths(node: Any, prefix: tuple = ()) -> list[tuple]:
-    """Paths of every `weight: auto` in a loss config (nested configs included)."""
+    """Paths of every `weight: auto` in a plain loss config (nested configs included)."""
     paths = []
     if isinstance(node, dict):
         for key, value in node.items():
@@ -76,6 +81,12 @@ def _auto_paths(node: Any, prefix: tuple = ()) -> list[tuple]:
         for i, value in enumerate(node):
             paths.extend(_auto_paths(value, prefix + (i,)))
     return paths
+
+
+def auto_weight_paths(loss_cfg: DictConfig) -> list[tuple]:
+    """Paths of every `weight` of `loss_cfg` (also nested) that is `auto`, itself (`loss.weight=auto`) or
+    through the run's `class_weights=auto`."""
+    return _auto_paths(OmegaConf.to_container(loss_cfg, resolve=True))
 
 
 def mask_fingerprint(dataset: Any) -> str:
@@ -109,27 +120,22 @@ def cache_key(dataset: Any, num_classes: int, method: str, c: float) -> str:
             + (f"-f{fingerprint}" if fingerprint else ""))
 
 
-def resolve_auto_weights(loss_cfg: DictConfig, dataset: Any, cache_dir: Path, method: str = "median_frequency",
-                         c: float = 1.02) -> DictConfig:
-    """Replace every `weight: auto` in `loss_cfg` (in place; also nested) by weights of `dataset`.
+def training_class_weights(dataset: Any, cache_dir: Path, method: str = "median_frequency",
+                           c: float = 1.02) -> list[float]:
+    """Per-class weights of `dataset` (the training split built with transform=None), logged.
 
-    `dataset` is the training split built with transform=None. Weights are cached in
-    `cache_dir/class_weights.json` under dataset name + split + size + num_classes + method + a fingerprint
-    of the mask files (resolved paths, sizes, mtimes), and
-    logged. Returns `loss_cfg`. Configs without `auto` are returned untouched (no data pass).
+    Cached in `cache_dir/class_weights.json` under dataset name + split + size + num_classes + method + a
+    fingerprint of the mask files (resolved paths, sizes, mtimes): a second run does not read the masks.
     """
-    paths = _auto_paths(OmegaConf.to_container(loss_cfg, resolve=False))
-    if not paths:
-        return loss_cfg
     num_classes = int(getattr(dataset, "num_classes", len(getattr(dataset, "classes", ()))))
     if num_classes <= 0:
-        raise ValueError("resolve_auto_weights: the dataset exposes no classes; cannot size the weights")
+        raise ValueError("class weights: the dataset exposes no classes; cannot size the weights")
     ignore_index = int(getattr(dataset, "ignore_index", 255))
     cache_file = Path(cache_dir) / "class_weights.json"
     cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
     key = cache_key(dataset, num_classes, method, c)
     if key in cache and len(cache[key]) == num_classes:
-        weights = cache[key]
+        weights = [float(w) for w in cache[key]]
         log.info("class weights (%s) from cache %s [%s]", method, cache_file, key)
     else:
         weights = compute_class_weights(dataset, num_classes, method, c, ignore_index)
@@ -138,7 +144,12 @@ def resolve_auto_weights(loss_cfg: DictConfig, dataset: Any, cache_dir: Path, me
         cache_file.write_text(json.dumps(cache, indent=1))
     names = list(getattr(dataset, "classes", [str(i) for i in range(num_classes)]))
     log.info("class weights (%s): %s", method, ", ".join(f"{n}={w:.3f}" for n, w in zip(names, weights)))
-    for path in paths:
+    return weights
+
+
+def _set_auto_weights(loss_cfg: DictConfig, weights: list[float]) -> DictConfig:
+    """Every `auto` weight of `loss_cfg` (`auto_weight_paths`) set to `weights`, in place."""
+    for path in auto_weight_paths(loss_cfg):
         node: Any = loss_cfg
         for part in path[:-1]:
             node = node[part]
@@ -146,6 +157,28 @@ def resolve_auto_weights(loss_cfg: DictConfig, dataset: Any, cache_dir: Path, me
     return loss_cfg
 
 
+def resolve_auto_weights(loss_cfg: DictConfig, dataset: Any, cache_dir: Path, method: str = "median_frequency",
+                         c: float = 1.02) -> DictConfig:
+    """Replace every `auto` weight in `loss_cfg` (in place; also nested) by the weights of `dataset` (the
+    training split built with transform=None; `training_class_weights`). Returns `loss_cfg`. Configs without
+    `auto` are returned untouched (no data pass)."""
+    if not auto_weight_paths(loss_cfg):
+        return loss_cfg
+    return _set_auto_weights(loss_cfg, training_class_weights(dataset, cache_dir, method, c))
+
+
+def resolve_run_class_weights(cfg: DictConfig, dataset: Any, cache_dir: Path) -> None:
+    """In a run config, in place: `class_weights: auto` and every `auto` weight of `cfg.loss` become the weights
+    of `dataset` (the checked training split, transform=None) by `cfg.class_weights_method`, so the config the
+    run records holds the weights it trained with."""
+    if not has_auto_weights(cfg.loss):
+        return
+    weights = training_class_weights(dataset, cache_dir, method=cfg.get("class_weights_method", "median_frequency"))
+    if cfg.get("class_weights") == "auto":
+        cfg.class_weights = ListConfig(weights)
+    _set_auto_weights(cfg.loss, weights)  # a loss's own `weight: auto`
+
+
 def has_auto_weights(loss_cfg: DictConfig) -> bool:
-    """Whether any `weight` in `loss_cfg` (also nested) is `auto`."""
-    return bool(_auto_paths(OmegaConf.to_container(loss_cfg, resolve=False)))
+    """Whether any `weight` in `loss_cfg` (also nested) is `auto`, itself or through `class_weights=auto`."""
+    return bool(auto_weight_paths(loss_cfg))

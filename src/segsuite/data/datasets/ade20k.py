@@ -30,6 +30,9 @@ class ADE20K(ImageMaskDataset):
         palette: 150 x 3 RGB colours (None: generated).
     """
     official_image_size = (512, 683)  # shorter side 512 in ADEChallengeData2016 (typical)
+    tree, download = ADE20K_TREE, ADE20K_DOWNLOAD
+    raw_label_values = tuple(range(NUM_CLASSES + 1))  # 0 other, 1..150 classes
+    label_encoding = "png_grey"
 
 
     def __init__(self, root: str | Path, split: str = "train", class_names: Sequence[str] = (),

@@ -84,6 +84,16 @@ class SegDataset(Dataset):
     # (height, width) of the released images (most of them, where sizes vary); None for procedural or own
     # data. The benchmark and the loading-speed tests rewrite the fixture trees at this size.
     official_image_size: ClassVar[tuple[int, int] | None] = None
+    # What the catalog, the test fixtures and the error messages know of a dataset, declared on its class (None
+    # for procedural data): the tree of files it reads under `dataset.root` and where to get it (both named
+    # when a folder or file is missing); the raw values its released label files hold (classes, void,
+    # unlabeled; None where the config decides, as for your own data: 0..C-1 and 255); and how the label
+    # files store them: "png_grey" (single-channel PNG), "png_palette" (palette PNG, index = value) or
+    # "mat_S" (.mat file, variable S).
+    tree: ClassVar[str | None] = None
+    download: ClassVar[str | None] = None
+    raw_label_values: ClassVar[tuple[int, ...] | None] = None
+    label_encoding: ClassVar[str | None] = None
 
     classes: Sequence[str] = ()
     palette: np.ndarray = np.zeros((0, 3), dtype=np.uint8)

@@ -30,6 +30,9 @@ class CamVid(ImageMaskDataset):
         palette: 11 x 3 RGB colours.
     """
     official_image_size = (360, 480)
+    tree, download = CAMVID_TREE, CAMVID_DOWNLOAD
+    raw_label_values = tuple(range(NUM_CLASSES + 1))  # 0..10 classes, 11 void
+    label_encoding = "png_grey"
 
 
     def __init__(self, root: str | Path, split: str = "train", class_names: Sequence[str] = (),

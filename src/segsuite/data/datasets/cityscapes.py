@@ -43,6 +43,9 @@ class Cityscapes(ImageMaskDataset):
         palette: 19 x 3 RGB colours.
     """
     official_image_size = (1024, 2048)
+    tree, download = CITYSCAPES_TREE, CITYSCAPES_DOWNLOAD
+    raw_label_values = tuple(range(NUM_LABEL_IDS))  # official labelIds
+    label_encoding = "png_grey"
 
 
     def __init__(self, root: str | Path, sources: Sequence[Sequence[str]] = (("train", "gtFine"),),

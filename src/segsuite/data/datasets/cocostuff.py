@@ -28,6 +28,7 @@ COCO_STUFF_10K_TREE = """  <root>/                                   (cocostuff-
 COCO_STUFF_10K_DOWNLOAD = "https://github.com/nightrome/cocostuff10k (cocostuff-10k-v1.1.zip)"
 NUM_IDS = 182
 UNUSED_IDS = (12, 26, 29, 30, 45, 66, 68, 69, 71, 83, 91)
+USED_IDS = tuple(i for i in range(1, NUM_IDS + 1) if i not in UNUSED_IDS)
 
 
 def coco_classes(class_names: Sequence[str], label_set: int, unused_ids: Sequence[int]) -> tuple[list[str], list[int]]:
@@ -70,6 +71,9 @@ class CocoStuff164k(_CocoStuff):
         unused_ids: the COCO ids without annotations (removed in the 171 set).
         palette: C x 3 RGB colours for the chosen label set (None: generated).
     """
+    tree, download = COCO_STUFF_164K_TREE, COCO_STUFF_164K_DOWNLOAD
+    raw_label_values = (*(i - 1 for i in USED_IDS), IGNORE_INDEX)  # stuffthingmaps: COCO id - 1, 255 unlabeled
+    label_encoding = "png_grey"
 
     def __init__(self, root: str | Path, split: str = "train2017", class_names: Sequence[str] = (),
                  label_set: int = 171, unused_ids: Sequence[int] = UNUSED_IDS,
@@ -97,6 +101,9 @@ class CocoStuff10k(_CocoStuff):
         split: "train" or "test" (imageLists/<split>.txt).
         class_names, label_set, unused_ids, palette: as for `CocoStuff164k`.
     """
+    tree, download = COCO_STUFF_10K_TREE, COCO_STUFF_10K_DOWNLOAD
+    raw_label_values = (0, *USED_IDS)  # COCO id, 0 unlabeled
+    label_encoding = "mat_S"
 
     def __init__(self, root: str | Path, split: str = "train", class_names: Sequence[str] = (),
                  label_set: int = 171, unused_ids: Sequence[int] = UNUSED_IDS,

@@ -9,6 +9,7 @@ import numpy as np
 
 from segsuite.data import io as dataio
 from segsuite.data.datasets.base import IGNORE_INDEX, DatasetError, SegDataset
+from segsuite.utils.docs import doc_path
 
 
 def generated_palette(num_classes: int) -> np.ndarray:
@@ -103,6 +104,9 @@ class FolderDataset(ImageMaskDataset):
         recursive: also look in sub-folders (names then include the relative folder).
         expected_classes: number of classes the config declares (checked against the names).
     """
+    tree, download = FOLDER_TREE, f"your own data (see {doc_path('datasets.md#your-own-data')})"
+    label_encoding = "png_grey"  # mask_format=index (the default); class ids 0..C-1 and 255
+
 
     def __init__(self, image_dir: str | Path, mask_dir: str | Path, image_suffix: str = ".jpg",
                  mask_suffix: str = ".png", class_names: Sequence[str] | None = None,
@@ -122,9 +126,8 @@ class FolderDataset(ImageMaskDataset):
             raise ValueError(f"FolderDataset: at most {IGNORE_INDEX} classes (255 is the ignore index)")
         self.mask_format = mask_format
         self.ignore_colours = [tuple(int(v) for v in c) for c in ignore_colours]
-        download = "your own data (see docs/datasets.md, section 'Your own data')"
-        image_dir = dataio.require_dir(Path(image_dir), "folder", FOLDER_TREE, download)
-        mask_dir = dataio.require_dir(Path(mask_dir), "folder", FOLDER_TREE, download)
+        image_dir = dataio.require_dir(Path(image_dir), "folder", self.tree, self.download)
+        mask_dir = dataio.require_dir(Path(mask_dir), "folder", self.tree, self.download)
         images = dataio.index_files(image_dir, image_suffix, recursive)
         masks = dataio.index_files(mask_dir, mask_suffix, recursive)
         if not images:

@@ -10,15 +10,18 @@ import numpy as np
 from segsuite.data import io as dataio
 from segsuite.data.datasets.base import IGNORE_INDEX
 from segsuite.data.datasets.folder import ImageMaskDataset
+from segsuite.utils.docs import doc_path
 
 VOC_TREE = """  <root> = VOCdevkit/VOC2012/
     JPEGImages/<id>.jpg
     SegmentationClass/<id>.png              palette PNG: index = class 0..20, 255 = border
-    SegmentationClassAug/<id>.png           (voc_aug) made by scripts/prepare_voc_aug.py
+    SegmentationClassAug/<id>.png           (voc_aug) made by segsuite-prepare-voc-aug
     ImageSets/Segmentation/{train,val,trainval}.txt   (+ train_aug.txt for voc_aug)"""
 VOC_DOWNLOAD = (
     "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/ (VOCtrainval_11-May-2012.tar); for voc_aug also SBD "
-    "http://home.bharathh.info/pubs/codes/SBD/download.html then `python scripts/prepare_voc_aug.py`"
+    "http://home.bharathh.info/pubs/codes/SBD/download.html then "
+    "`segsuite-prepare-voc-aug --sbd <benchmark_RELEASE> --voc <VOC2012>` (python -m segsuite.tools.prepare_voc_aug; "
+    f"{doc_path('datasets.md#pascal-voc-2012-and-voc-aug')})"
 )
 NUM_CLASSES = 21
 
@@ -35,6 +38,9 @@ class VOCSegmentation(ImageMaskDataset):
         palette: 21 x 3 RGB colours.
     """
     official_image_size = (375, 500)  # most VOC images: 500 x 375 or 375 x 500
+    tree, download = VOC_TREE, VOC_DOWNLOAD
+    raw_label_values = (*range(NUM_CLASSES), IGNORE_INDEX)  # 255: object borders
+    label_encoding = "png_palette"  # SegmentationClassAug/ (voc_aug) holds grey PNGs: read alike
 
 
     def __init__(self, root: str | Path, split: str = "train", mask_dir: str = "SegmentationClass",

@@ -1,9 +1,9 @@
-#!/usr/bin/env python3
 """Scan a whole dataset split: counts, image sizes, class pixel frequencies and every bad file.
 
-    python scripts/verify_dataset.py dataset=cityscapes [dataset.root=/data/cityscapes] [split=train] [workers=4]
+    segsuite-verify-dataset dataset=cityscapes [dataset.root=/data/cityscapes] [split=train] [workers=4]
 
-Any other `key=value` is a Hydra override of the composed config (e.g. `paths.data_dir=/data`).
+(or `python -m segsuite.tools.verify_dataset ...`). Any other `key=value` is a Hydra override of the
+composed config (e.g. `paths.data_dir=/data`).
 Exits with status 1 if any file is bad (unpaired, unreadable, truncated, wrong size or labels).
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 import warnings
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,20 +21,23 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without install
+from segsuite.catalog import config_names
 from segsuite.data.datasets.base import DatasetError, SegDataset
 from segsuite.utils.paths import config_dir
 
 SCRIPT_KEYS = {"split": "train", "workers": "0", "num": "8", "out": "", "seed": "0", "augment": "true"}
 
 
-def parse_args(argv: list[str]) -> tuple[str, dict[str, str], list[str]]:
-    """(dataset name, script options, Hydra overrides) from `key=value` arguments."""
+def parse_args(argv: list[str], doc: str = __doc__) -> tuple[str, dict[str, str], list[str]]:
+    """(dataset name, script options, Hydra overrides) from `key=value` arguments; `doc` is the help text."""
     name, options, overrides = None, {}, []
+    if {"-h", "--help"} & set(argv):
+        print(doc)
+        raise SystemExit(0)
     for arg in argv:
         key, sep, value = arg.partition("=")
         if not sep:
-            raise SystemExit(f"argument {arg!r}: expected key=value (e.g. dataset=camvid)\n{__doc__}")
+            raise SystemExit(f"argument {arg!r}: expected key=value (e.g. dataset=camvid)\n{doc}")
         if key in ("dataset", "+dataset"):
             name = value
         elif key in SCRIPT_KEYS:
@@ -43,7 +45,7 @@ def parse_args(argv: list[str]) -> tuple[str, dict[str, str], list[str]]:
         else:
             overrides.append(arg)
     if name is None:
-        raise SystemExit(f"give dataset=<name> (one of conf/dataset/*.yaml)\n{__doc__}")
+        raise SystemExit(f"give dataset=<name> (one of {', '.join(config_names('dataset'))})\n{doc}")
     return name, options, overrides
 
 

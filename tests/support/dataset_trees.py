@@ -1,17 +1,19 @@
-"""Builders of miniature dataset trees in the official layouts, file names and encodings.
+"""Builders of miniature dataset trees in the official layouts, file names and encodings (test side).
 
-Each `build_<name>_tree(root)` writes a few tiny images under `root` and returns the value for
-`dataset.root=`. Labels are random over each dataset's *raw* encoding (including its void /
-unlabeled values), so tests can check the loaders' mapping pixel by pixel. Builders also work as
-`dataset.root` for `python -m segsuite.train dataset=<name> ... debug=fdr`.
+Each dataset class has one builder, registered with `@tree_of(<class>)`: `build_<name>_tree(root)`
+writes a few tiny images under `root` and returns the value for `dataset.root=`; every dataset config
+that builds the class (`voc` and `voc_aug`, `cityscapes` and `cityscapes_coarse`) uses it, found by
+config name with `tree_builder(name)`. Labels are random over the raw values the class declares
+(`raw_label_values`, including void / unlabeled values) in the encoding it declares (`label_encoding`),
+so tests can check the loaders' mapping pixel by pixel. A tree also works as `dataset.root` for
+`python -m segsuite.train dataset=<name> ... debug=fdr` (with `tree_overrides(name)`).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -20,27 +22,57 @@ import scipy.io
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from segsuite.catalog import group_config
+from segsuite import catalog
+from segsuite.data.datasets import (
+    ADE20K,
+    CamVid,
+    Cityscapes,
+    CocoStuff10k,
+    CocoStuff164k,
+    FolderDataset,
+    VOCSegmentation,
+)
+from segsuite.tools.prepare_voc_aug import prepare as prepare_voc_aug
 
 SIZE = (12, 16)  # H, W of the tiny images
-REPO = Path(__file__).resolve().parents[3]  # the checkout: scripts/prepare_voc_aug.py builds VOC aug
 
-# raw label values each dataset's files may hold
-CAMVID_RAW = list(range(12))                                  # 0..10 classes, 11 void
-VOC_RAW = list(range(21)) + [255]                             # 255 border
-CITYSCAPES_RAW = list(range(34))                              # official labelIds
-ADE20K_RAW = list(range(151))                                 # 0 other
-COCO_UNUSED = [12, 26, 29, 30, 45, 66, 68, 69, 71, 83, 91]
-COCO_USED = [i for i in range(1, 183) if i not in COCO_UNUSED]
-COCO164K_RAW = [i - 1 for i in COCO_USED] + [255]             # stuffthingmaps: id - 1, 255 unlabeled
-COCO10K_RAW = [0] + COCO_USED                                 # .mat S: id, 0 unlabeled
+TreeBuilder = Callable[[Path], Path]
+TREES: dict[type, tuple[TreeBuilder, tuple[str, ...]]] = {}  # dataset class -> (builder, overrides)
+
+
+def tree_of(dataset_class: type, overrides: Sequence[str] = ()) -> Callable[[TreeBuilder], TreeBuilder]:
+    """Register the decorated builder as the miniature tree of `dataset_class`; `overrides` are what a
+    run on the tree needs besides `dataset.root=` (your own data: its class count)."""
+
+    def register(builder: TreeBuilder) -> TreeBuilder:
+        TREES[dataset_class] = (builder, tuple(overrides))
+        return builder
+
+    return register
+
+
+def tree_builder(name: str) -> TreeBuilder | None:
+    """The builder of the miniature tree of dataset config `name` (of the class it builds), or None."""
+    entry = TREES.get(catalog.config_class("dataset", name))
+    return None if entry is None else entry[0]
+
+
+def tree_overrides(name: str) -> list[str]:
+    """Overrides a run on dataset `name`'s miniature tree needs besides `dataset.root=`."""
+    entry = TREES.get(catalog.config_class("dataset", name))
+    return [] if entry is None else list(entry[1])
+
+
+def datasets_with_trees() -> list[str]:
+    """The dataset configs that have a miniature tree, in catalog order."""
+    return [n for n in catalog.config_names("dataset") if tree_builder(n) is not None]
 
 
 def rng_for(name: str) -> np.random.Generator:
     return np.random.default_rng(zlib.crc32(name.encode()))
 
 
-def random_labels(name: str, values: list[int], size: tuple[int, int] = SIZE) -> np.ndarray:
+def random_labels(name: str, values: Sequence[int], size: tuple[int, int] = SIZE) -> np.ndarray:
     return rng_for("labels/" + name).choice(np.asarray(values, dtype=np.uint16), size=size).astype(np.uint8)
 
 
@@ -78,6 +110,24 @@ def write_palette_png(path: Path, labels: np.ndarray) -> None:
     image.save(path)
 
 
+def write_mat(path: Path, labels: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(path, {"S": labels.astype(np.uint16)}, do_compression=True)
+
+
+LABEL_WRITERS = {"png_grey": write_grey_png, "png_palette": write_palette_png, "mat_S": write_mat}
+
+
+def write_labels(path: Path, labels: np.ndarray, encoding: str) -> None:
+    """Raw label values in a dataset class's `label_encoding`."""
+    LABEL_WRITERS[encoding](path, labels)
+
+
+def write_raw_labels(dataset_class: type, path: Path, name: str, size: tuple[int, int] = SIZE) -> None:
+    """Random labels over the class's `raw_label_values`, in its `label_encoding`, seeded by `name`."""
+    write_labels(path, random_labels(name, dataset_class.raw_label_values, size), dataset_class.label_encoding)
+
+
 def write_list(path: Path, ids: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(f"{i}\n" for i in ids))
@@ -88,12 +138,13 @@ CAMVID_SPLITS = {"train": ["0001TP_006690", "0001TP_006720", "0016E5_00390", "00
                  "val": ["0016E5_07959", "0016E5_07961"], "test": ["0001TP_008550", "Seq05VD_f00000"]}
 
 
+@tree_of(CamVid)
 def build_camvid_tree(root: Path) -> Path:
     base = Path(root) / "CamVid"
     for split, names in CAMVID_SPLITS.items():
         for name in names:
             write_image(base / split / f"{name}.png", random_image(name))
-            write_grey_png(base / f"{split}annot" / f"{name}.png", random_labels(name, CAMVID_RAW))
+            write_raw_labels(CamVid, base / f"{split}annot" / f"{name}.png", name)
     return base
 
 
@@ -113,8 +164,8 @@ def build_voc_tree(root: Path) -> Path:
     base = Path(root) / "VOCdevkit" / "VOC2012"
     for image_id in VOC_TRAIN + VOC_VAL:
         write_image(base / "JPEGImages" / f"{image_id}.jpg", random_image(image_id, voc_size(image_id)))
-        write_palette_png(base / "SegmentationClass" / f"{image_id}.png",
-                          random_labels(image_id, VOC_RAW, voc_size(image_id)))
+        write_raw_labels(VOCSegmentation, base / "SegmentationClass" / f"{image_id}.png", image_id,
+                         voc_size(image_id))
     lists = base / "ImageSets" / "Segmentation"
     write_list(lists / "train.txt", VOC_TRAIN)
     write_list(lists / "val.txt", VOC_VAL)
@@ -136,22 +187,16 @@ def build_sbd_tree(root: Path) -> Path:
     return base
 
 
-def load_prepare_voc_aug():
-    spec = importlib.util.spec_from_file_location("prepare_voc_aug", REPO / "scripts" / "prepare_voc_aug.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
+@tree_of(VOCSegmentation)  # the tree of voc and voc_aug
 def build_voc_aug_tree(root: Path) -> Path:
-    """VOC + SBD, then `scripts/prepare_voc_aug.py` (SegmentationClassAug/, train_aug.txt)."""
+    """VOC + SBD, then `segsuite.tools.prepare_voc_aug` (SegmentationClassAug/, train_aug.txt)."""
     voc = build_voc_tree(root)
     sbd = build_sbd_tree(root)
     for image_id in SBD_TRAIN + SBD_VAL:  # SBD images are VOC2011 images, present in VOC2012 JPEGImages
         path = voc / "JPEGImages" / f"{image_id}.jpg"
         if not path.exists():
             write_image(path, random_image(image_id, voc_size(image_id)))
-    load_prepare_voc_aug().prepare(sbd, voc, progress=False)
+    prepare_voc_aug(sbd, voc, progress=False)
     return voc
 
 
@@ -163,6 +208,7 @@ CITYSCAPES_FRAMES = {
 }
 
 
+@tree_of(Cityscapes)  # the tree of cityscapes and cityscapes_coarse
 def build_cityscapes_tree(root: Path) -> Path:
     """leftImg8bit/ + gtFine/ (train, val) + gtCoarse/ (train, val, train_extra), with the
     colour/instance/polygon files of the official release next to the labelIds."""
@@ -174,8 +220,7 @@ def build_cityscapes_tree(root: Path) -> Path:
             annotations = ("gtCoarse",) if split == "train_extra" else ("gtFine", "gtCoarse")
             for annotation in annotations:
                 folder = base / annotation / split / city
-                write_grey_png(folder / f"{frame}_{annotation}_labelIds.png",
-                               random_labels(f"{annotation}/{frame}", CITYSCAPES_RAW))
+                write_raw_labels(Cityscapes, folder / f"{frame}_{annotation}_labelIds.png", f"{annotation}/{frame}")
                 # distractors the loader must not pick up
                 write_image(folder / f"{frame}_{annotation}_color.png", random_image("c" + frame))
                 write_grey_png(folder / f"{frame}_{annotation}_instanceIds.png",
@@ -185,13 +230,14 @@ def build_cityscapes_tree(root: Path) -> Path:
 
 
 # -- ADE20K ---------------------------------------------------------------------------------------
+@tree_of(ADE20K)
 def build_ade20k_tree(root: Path) -> Path:
     base = Path(root) / "ADEChallengeData2016"
     for folder, tag, count in (("training", "train", 4), ("validation", "val", 2)):
         for n in range(1, count + 1):
             name = f"ADE_{tag}_{n:08d}"
             write_image(base / "images" / folder / f"{name}.jpg", random_image(name))
-            write_grey_png(base / "annotations" / folder / f"{name}.png", random_labels(name, ADE20K_RAW))
+            write_raw_labels(ADE20K, base / "annotations" / folder / f"{name}.png", name)
     return base
 
 
@@ -202,25 +248,24 @@ COCO10K_SPLITS = {"train": ["COCO_train2014_000000000077", "COCO_train2014_00000
                   "test": ["COCO_train2014_000000000260", "COCO_train2014_000000000382"]}
 
 
+@tree_of(CocoStuff164k)
 def build_cocostuff164k_tree(root: Path) -> Path:
     base = Path(root) / "cocostuff"
     for split, ids in COCO164K_IDS.items():
         for image_id in ids:
             name = f"{image_id:012d}"
             write_image(base / "images" / split / f"{name}.jpg", random_image(name))
-            write_grey_png(base / "annotations" / split / f"{name}.png", random_labels(name, COCO164K_RAW))
+            write_raw_labels(CocoStuff164k, base / "annotations" / split / f"{name}.png", name)
     return base
 
 
+@tree_of(CocoStuff10k)
 def build_cocostuff10k_tree(root: Path) -> Path:
     base = Path(root) / "cocostuff-10k-v1.1"
-    (base / "annotations").mkdir(parents=True, exist_ok=True)
     for split, names in COCO10K_SPLITS.items():
         for name in names:
             write_image(base / "images" / f"{name}.jpg", random_image(name))
-            labels = random_labels(name, COCO10K_RAW).astype(np.uint16)
-            scipy.io.savemat(base / "annotations" / f"{name}.mat",
-                             {"S": labels, "names": np.array(["unlabeled"], dtype=object)})
+            write_raw_labels(CocoStuff10k, base / "annotations" / f"{name}.mat", name)
         write_list(base / "imageLists" / f"{split}.txt", names)
     write_list(base / "imageLists" / "all.txt", [name for names in COCO10K_SPLITS.values() for name in names])
     return base
@@ -228,28 +273,20 @@ def build_cocostuff10k_tree(root: Path) -> Path:
 
 # -- your own data ----------------------------------------------------------------------------------
 FOLDER_CLASSES = ["background", "crack", "rust"]
-FOLDER_RAW = [0, 1, 2, 255]
+FOLDER_RAW = [0, 1, 2, 255]  # class ids and ignore: your own data declares no raw values of its own
 
 
+@tree_of(FolderDataset, overrides=[f"dataset.num_classes={len(FOLDER_CLASSES)}"])  # the class count is yours
 def build_folder_tree(root: Path) -> Path:
     base = Path(root) / "folder"
     for split, count in (("train", 4), ("val", 2)):
         for n in range(count):
             name = f"{split}_{n:03d}"
             write_image(base / "images" / split / f"{name}.jpg", random_image(name))
-            write_grey_png(base / "masks" / split / f"{name}.png", random_labels(name, FOLDER_RAW))
+            write_labels(base / "masks" / split / f"{name}.png", random_labels(name, FOLDER_RAW),
+                         FolderDataset.label_encoding)
     (base / "classes.txt").write_text("# one class per line\n" + "\n".join(FOLDER_CLASSES) + "\n")
     return base
-
-
-BUILDERS = {
-    "camvid": build_camvid_tree, "voc": build_voc_tree, "voc_aug": build_voc_aug_tree,
-    "cityscapes": build_cityscapes_tree, "cityscapes_coarse": build_cityscapes_tree,
-    "ade20k": build_ade20k_tree, "cocostuff164k": build_cocostuff164k_tree,
-    "cocostuff10k": build_cocostuff10k_tree, "folder": build_folder_tree,
-}
-# extra overrides a training run needs on these trees (the folder dataset's class count is required)
-EXTRA_OVERRIDES = {"folder": [f"dataset.num_classes={len(FOLDER_CLASSES)}"]}
 
 
 # -- photo-sized files for timing (benchmark, speed tests) ------------------------------------------
@@ -278,19 +315,16 @@ def region_labels(rng: np.random.Generator, size: tuple[int, int], values: list[
     return labels
 
 
-RAW_VALUES = {"camvid": CAMVID_RAW, "voc_aug": list(range(21)), "cityscapes": CITYSCAPES_RAW,
-              "ade20k": ADE20K_RAW, "cocostuff164k": COCO164K_RAW, "cocostuff10k": COCO10K_RAW,
-              "folder": FOLDER_RAW}
-
-
-def rewrite_at_size(dataset, name: str, size: tuple[int, int]) -> None:
-    """Overwrite every sample's image and label file in place, same names and encodings, at `size`."""
+def rewrite_at_size(dataset, size: tuple[int, int]) -> None:
+    """Overwrite every sample's image and label file in place, same names and encodings, at `size`; labels
+    over the raw values the dataset's class declares (your own data: its class ids and the ignore index)."""
+    values = type(dataset).raw_label_values or [*range(dataset.num_classes), dataset.ignore_index]
     rng = np.random.default_rng(0)
     for sample in dataset.samples:
         write_image(sample.image, photo_like(rng, size))
-        labels = region_labels(rng, size, RAW_VALUES[name])
+        labels = region_labels(rng, size, list(values))
         if sample.mask.suffix == ".mat":
-            scipy.io.savemat(sample.mask, {"S": labels.astype(np.uint16)}, do_compression=True)
+            write_mat(sample.mask, labels)
         elif Image.open(sample.mask).mode == "P":
             write_palette_png(sample.mask, labels)
         else:
@@ -300,6 +334,6 @@ def rewrite_at_size(dataset, name: str, size: tuple[int, int]) -> None:
 def compose(name: str, data_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
     """{paths, dataset, augmentation} as Hydra would compose them for `dataset=<name>` (hand-made `paths`)."""
     cfg = OmegaConf.create({"paths": {"data_dir": str(data_dir)},
-                            "dataset": group_config("dataset", name),
-                            "augmentation": group_config("augmentation", "default")})
+                            "dataset": catalog.group_config("dataset", name),
+                            "augmentation": catalog.group_config("augmentation", "default")})
     return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))

@@ -1,7 +1,7 @@
 """Compare finished training runs: a Markdown table of their test scores and a PNG of their learning curves.
 
-    python scripts/compare_runs.py <run dir> [<run dir> ...] [--labels A B ...] [--out docs/results/x]
-        [--evaluations <evaluate dir> ...]
+    segsuite-compare-runs <run dir> [<run dir> ...] [--labels A B ...] [--out docs/results/x]
+        [--evaluations <evaluate dir> ...]        (or: python -m segsuite.tools.compare_runs ...)
 
 Each run directory is one `segsuite.train` run (its `metrics.json`, `csv/metrics.csv`,
 `config.yaml` and `checkpoints/best.ckpt`). The table has one row per run: parameters, epochs,
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -97,7 +98,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories of segsuite.train")
     parser.add_argument("--labels", nargs="+", help="a name per run (default: the run's task_name)")
@@ -106,7 +107,7 @@ def main() -> None:
     parser.add_argument("--title", default="validation mIoU during training")
     parser.add_argument("--evaluations", nargs="+", type=Path,
                         help="per run, a segsuite.evaluate output dir (split=test metrics.boundary=true) or '-'")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.labels and len(args.labels) != len(args.runs):
         parser.error(f"{len(args.labels)} labels for {len(args.runs)} runs")
     labels = args.labels or [str(OmegaConf.load(run / "config.yaml").task_name) for run in args.runs]
@@ -119,7 +120,8 @@ def main() -> None:
     plot(rows, args.out / "curves.png", args.title)
     print(table(rows))
     print(f"wrote {args.out / 'table.md'} and {args.out / 'curves.png'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,15 +1,15 @@
 """Publish a trained run as a zoo entry, with its results page's figures and tables.
 
-    python scripts/zoo_publish.py camvid_enet --train-run <train run dir> --eval-run <evaluate run dir> \
+    segsuite-zoo-publish camvid_enet --train-run <train run dir> --eval-run <evaluate run dir> \
         [--tta-eval-run <dir>] --train-time-s 6000 --machine "..." --commit <sha> --data-dir <prefix>
 
 Writes `conf/zoo/<name>.ckpt` (the run's best checkpoint without optimizer state), `conf/zoo/<name>.yaml`
 (metrics of the evaluate run, per-class scores, bands, sha256, provenance, and the data they were measured
 on: the split's image count and label fingerprint, with the per-label list in `conf/zoo/data/`), and under
-`docs/results/<name>/`: `learning_curve.png` (val mIoU and losses per epoch from the run's CSV log),
-`confusion_matrix.png` (from the evaluate run), `samples.png` (test images | ground truth | prediction,
-from the evaluate run's saved predictions), and the generated tables between the markers of
-`docs/results/<name>.md`.
+`<docs>/results/<name>/` (`--docs-dir`, default: segsuite's docs/ folder): `learning_curve.png` (val mIoU
+and losses per epoch from the run's CSV log), `confusion_matrix.png` (from the evaluate run), `samples.png`
+(test images | ground truth | prediction, from the evaluate run's saved predictions), and the generated
+tables between the markers of `<docs>/results/<name>.md`. Also `python -m segsuite.tools.zoo_publish ...`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import csv
 import itertools
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +28,11 @@ from PIL import Image
 
 from segsuite.checkpoint import load_checkpoint
 from segsuite.reproduce import split_label_lines
+from segsuite.utils.docs import docs_dir
 from segsuite.utils.visualize import colorize, image_grid, save_rgb
 from segsuite.zoo import data_record, sha256_of, slim_checkpoint, zoo_dir
 
-REPO = Path(__file__).resolve().parents[1]
-BEGIN, END = "<!-- BEGIN GENERATED: scripts/zoo_publish.py -->", "<!-- END GENERATED -->"
+BEGIN, END = "<!-- BEGIN GENERATED: segsuite-zoo-publish -->", "<!-- END GENERATED -->"
 SUMMARY = {"mIoU": "mIoU", "mAcc": "class-average accuracy", "aAcc": "global accuracy", "fwIoU": "fwIoU"}
 
 
@@ -94,7 +95,7 @@ def sample_grid(eval_run: Path, data_root: Path, split: str, palette: list, name
     save_rgb(image_grid(rows), path)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name")
     parser.add_argument("--train-run", type=Path, required=True)
@@ -115,7 +116,11 @@ def main() -> None:
     parser.add_argument("--samples", nargs="+", default=["0001TP_009720", "Seq05VD_f01710", "Seq05VD_f04110"])
     parser.add_argument("--eval-tolerance", type=float, default=0.002)
     parser.add_argument("--retrain-tolerance", type=float, default=0.02)
-    args = parser.parse_args()
+    parser.add_argument("--docs-dir", type=Path, default=docs_dir(),
+                        help="docs folder that receives results/<name>/ and results/<name>.md")
+    args = parser.parse_args(argv)
+    if args.docs_dir is None:
+        parser.error("no docs/ folder found next to segsuite; pass --docs-dir")
 
     ckpt_out = zoo_dir() / f"{args.name}.ckpt"
     rename = dict(pair.split("=", 1) for pair in args.rename)
@@ -156,19 +161,20 @@ def main() -> None:
         record["tta_metrics"] = {"tta": json.loads((args.tta_eval_run / "metrics.json").read_text())["tta"],
                                  **{k: round(tta[k], 4) for k in SUMMARY}}
     entry_path = zoo_dir() / f"{args.name}.yaml"
-    header = (f"# Model-zoo entry written by scripts/zoo_publish.py (seed {record['seed']}): {record['command']}\n"
+    header = (f"# Model-zoo entry written by segsuite-zoo-publish (seed {record['seed']}): {record['command']}\n"
               f"# evaluated on the {args.split} split. Check it: python -m segsuite.reproduce {args.name}\n")
     entry_path.write_text(header + OmegaConf.to_yaml(OmegaConf.create(record)))
 
-    figures = REPO / "docs" / "results" / args.name
+    figures = args.docs_dir / "results" / args.name
     figures.mkdir(parents=True, exist_ok=True)
     rows = [{**r, "epoch": r["epoch"] + args.epoch_offset} for r in epoch_rows(args.train_run)]
     title = f"{args.name}: {record['command']}" if not args.stages else f"{args.name}, last stage: {args.stages[-1]}"
     plot_learning_curve(rows, figures / "learning_curve.png", title)
     shutil.copyfile(args.eval_run / "confusion_matrix.png", figures / "confusion_matrix.png")
     sample_grid(args.eval_run, args.data_root, args.split, palette, args.samples, figures / "samples.png")
-    write_tables(REPO / "docs" / "results" / f"{args.name}.md", record)
+    write_tables(args.docs_dir / "results" / f"{args.name}.md", record)
     print(f"wrote {entry_path}, {ckpt_out} ({ckpt_out.stat().st_size / 1e6:.2f} MB) and {figures}")
+    return 0
 
 
 def data_block(name: str, dataset: str, split: str, lines: list[str]) -> dict:
@@ -204,4 +210,4 @@ def write_tables(page: Path, record: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Build Pascal VOC "aug" labels from the SBD release: SegmentationClassAug/ and train_aug.txt.
 
-    python scripts/prepare_voc_aug.py --sbd data/benchmark_RELEASE --voc data/VOCdevkit/VOC2012
+    segsuite-prepare-voc-aug --sbd data/benchmark_RELEASE --voc data/VOCdevkit/VOC2012
 
 Writes `<voc>/SegmentationClassAug/<id>.png` (grey PNG, value = class 0..20, 255 = ignore) for every
 SBD image (from `dataset/cls/<id>.mat`, field `GTcls.Segmentation`) and every VOC train/val image

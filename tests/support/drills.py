@@ -1,4 +1,8 @@
-"""Runs made to go wrong on purpose, for the tests: an epoch whose weights are the worst so far."""
+"""Runs made to go wrong on purpose, for the tests: an epoch whose weights are the worst so far.
+
+A run reaches it as `+callbacks.worse._target_=support.drills.WorseAtEpochs` with `tests/` on its
+`PYTHONPATH` (the `support_on_pythonpath` fixture of tests/conftest.py).
+"""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-#!/usr/bin/env python3
 """Write a PNG grid of (augmented) samples: image, coloured mask, and a legend of the classes shown.
 
-    python scripts/browse_dataset.py dataset=voc [dataset.root=...] [split=train] [num=8] [augment=true]
-                                     [seed=0] [out=browse_<dataset>_<split>.png]
+    segsuite-browse dataset=voc [dataset.root=...] [split=train] [num=8] [augment=true]
+                    [seed=0] [out=browse_<dataset>_<split>.png]
 
-`augment=true` applies the training pipeline of conf/augmentation/default.yaml (with the dataset's
-crop size); `augment=false` shows the files as loaded. Ignored pixels (255) are drawn white.
+(or `python -m segsuite.tools.browse_dataset ...`). `augment=true` applies the training pipeline of
+conf/augmentation/default.yaml (with the dataset's crop size); `augment=false` shows the files as loaded.
+Ignored pixels (255) are drawn white.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ from pathlib import Path
 import numpy as np
 from hydra.utils import instantiate
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from verify_dataset import SCRIPT_KEYS, build_dataset, compose_dataset_config, parse_args
-
+from segsuite.tools.verify_dataset import SCRIPT_KEYS, build_dataset, compose_dataset_config, parse_args
 from segsuite.utils.visualize import colorize, denormalise
 
 
@@ -54,7 +52,7 @@ def render(samples: list[tuple[np.ndarray, np.ndarray, str]], classes, palette, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    name, options, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    name, options, overrides = parse_args(sys.argv[1:] if argv is None else argv, __doc__)
     options = {**SCRIPT_KEYS, **options}
     cfg = compose_dataset_config(name, overrides)
     augment = options["augment"].lower() in ("1", "true", "yes")
