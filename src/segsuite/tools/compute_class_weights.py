@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from segsuite.catalog import group_config, group_dir
-from segsuite.losses.class_weights import METHODS, resolve_auto_weights
+from segsuite.losses.class_weights import METHODS, training_class_weights
 
 
 def class_weights(argv: list[str] | None = None) -> list[float]:
@@ -45,8 +45,7 @@ def class_weights(argv: list[str] | None = None) -> list[float]:
     if args.split not in cfg.dataset or cfg.dataset[args.split] is None:
         sys.exit(f"{path} has no '{args.split}' split")
     dataset = instantiate(cfg.dataset[args.split], transform=None)
-    loss_cfg = OmegaConf.create({"weight": "auto"})
-    weights = list(resolve_auto_weights(loss_cfg, dataset, args.cache_dir, args.method, args.c).weight)
+    weights = training_class_weights(dataset, args.cache_dir, args.method, args.c)
     print("class_weights=[" + ",".join(f"{w:.4f}" for w in weights) + "]")
     return weights
 
